@@ -1,0 +1,60 @@
+//! Benchmarks of `Router::route`, the per-request bucket lookup, over 10, 100 and 1000
+//! buckets: a hit on a two-segment prefix with a deep key, a miss that falls to the catch-all,
+//! and a miss with no catch-all. The cost should stay flat as the bucket count grows.
+//!
+//! Run: `cargo bench --bench router -- --warm-up-time 1 --measurement-time 2`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use yatagarasu::router::Router;
+
+fn build(buckets: usize, catch_all: bool) -> Router {
+    let mut prefixes: Vec<(String, usize)> = (0..buckets)
+        .map(|i| {
+            // A mix of one- and two-segment prefixes, as real configs have.
+            let p = if i % 2 == 0 {
+                format!("/tenant-{i}/assets")
+            } else {
+                format!("/bucket-{i}")
+            };
+            (p, i)
+        })
+        .collect();
+    if catch_all {
+        prefixes.push(("/".to_string(), buckets));
+    }
+    Router::new(prefixes)
+}
+
+fn bench_route(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    for n in [10usize, 100, 1000] {
+        let router = build(n, false);
+        // Even indices are the two-segment "/tenant-{i}/assets" prefixes.
+        let tenant = (n / 2) & !1;
+        let hit = format!("/tenant-{tenant}/assets/img/2024/11/photo-0001.jpg");
+        assert_eq!(router.route(&hit).map(|(b, _)| b), Some(tenant));
+        g.bench_with_input(BenchmarkId::new("hit_deep_key", n), &hit, |b, p| {
+            b.iter(|| router.route(black_box(p)))
+        });
+        let short = format!("/bucket-{}/k.txt", n - 1);
+        assert_eq!(router.route(&short).map(|(b, _)| b), Some(n - 1));
+        g.bench_with_input(BenchmarkId::new("hit_short", n), &short, |b, p| {
+            b.iter(|| router.route(black_box(p)))
+        });
+        let miss = "/unmapped/a/b/c/d/e/file.bin".to_string();
+        assert!(router.route(&miss).is_none());
+        g.bench_with_input(BenchmarkId::new("miss", n), &miss, |b, p| {
+            b.iter(|| router.route(black_box(p)))
+        });
+        let with_catch_all = build(n, true);
+        g.bench_with_input(BenchmarkId::new("catch_all", n), &miss, |b, p| {
+            b.iter(|| with_catch_all.route(black_box(p)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_route);
+criterion_main!(benches);
