@@ -1,0 +1,313 @@
+//! The HTTP/1.1 server connection loop (RFC 9112): reads request heads under the configured
+//! limits and timeouts, answers `Expect: 100-continue`, discards request bodies up to
+//! `max_body_bytes`, hands each request to a [`Service`] in order (pipelining), and keeps the
+//! connection alive between requests until the client, a limit, the idle timeout or a drain ends it.
+//!
+//! Hot path. Per connection it holds one read buffer (4 KiB, growing only for large heads up to
+//! `max_header_bytes`) and one write buffer for heads; per request it allocates only what
+//! `httparse` -> `HeaderMap` needs. Timeouts wrap whole reads: a timed-out read closes the
+//! connection, so losing the cancelled read's bytes is harmless (DESIGN section 3).
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use yatagarasu_runtime::ShardContext;
+
+use super::chunked::ChunkedDecoder;
+use super::io::{read_more, write_all};
+use super::request::{parse_request_head, HeadError, Limits, RequestHead, Version};
+use super::response::{DateCache, ResponseHead};
+use crate::error::json_body;
+
+/// Bytes reserved per read from a client socket.
+const READ_CHUNK_BYTES: usize = 4096;
+
+/// Connection settings read from the current config snapshot before each request.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerSettings {
+    /// Request limits (DESIGN section 5).
+    pub limits: Limits,
+    /// How long an idle keep-alive connection waits for the next request.
+    pub keepalive_timeout: Duration,
+    /// How long a request head (and a request body) may take to arrive once it started.
+    pub request_header_timeout: Duration,
+}
+
+/// One client connection: the socket, its read buffer (bytes received but not yet consumed,
+/// possibly holding pipelined requests) and a reusable buffer for response heads.
+pub struct Conn {
+    /// The client socket.
+    pub stream: TcpStream,
+    /// The client's address as accepted (X-Forwarded-For handling comes with the logging issue).
+    pub peer: SocketAddr,
+    /// Received bytes not yet consumed.
+    pub rbuf: Vec<u8>,
+    /// Scratch buffer for response heads; reused across requests.
+    pub wbuf: Vec<u8>,
+    /// Whether the response being written may keep the connection open: false when the client
+    /// asked to close, for HTTP/1.0 without keep-alive, and while the shard drains.
+    pub keep_alive: bool,
+}
+
+/// What a [`Service`] reports after writing a response.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// False when the response could not be completed (client or upstream failed mid-body) or
+    /// announced `Connection: close`: the loop closes the connection.
+    pub keep_alive: bool,
+}
+
+/// The request handler driven by [`serve`]. Implementations write the complete response to
+/// `conn.stream` (head and body, honouring `conn.keep_alive` and HEAD) before returning.
+#[allow(async_fn_in_trait)] // single-threaded (`!Send`) by design: one shard, one thread.
+pub trait Service {
+    /// Settings for the next request (read from the live config snapshot).
+    fn settings(&self) -> ServerSettings;
+    /// The shard's `Date` cache.
+    fn dates(&self) -> &DateCache;
+    /// Handle one request whose head is `head` and whose body was already consumed.
+    async fn call(&self, head: &RequestHead, conn: &mut Conn) -> Outcome;
+}
+
+/// Why reading the next request head ended without a request.
+enum HeadFailure {
+    /// Head started but did not complete within `request_header_timeout`.
+    Timeout,
+    /// The head violates a limit or the grammar.
+    Parse(HeadError),
+    /// Socket error or EOF mid-head.
+    Closed,
+}
+
+/// Serve one accepted client connection until it closes. Errors are answered per DESIGN section 5
+/// (JSON body, `Connection: close`) and end the connection.
+pub async fn serve<S: Service>(svc: Rc<S>, ctx: ShardContext, stream: TcpStream, peer: SocketAddr) {
+    let mut conn = Conn {
+        stream,
+        peer,
+        rbuf: Vec::with_capacity(READ_CHUNK_BYTES),
+        wbuf: Vec::with_capacity(1024),
+        keep_alive: true,
+    };
+    loop {
+        let settings = svc.settings();
+        let (head, used) = match read_head(&mut conn, &settings, &ctx).await {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) | Err(HeadFailure::Closed) => return,
+            Err(HeadFailure::Timeout) => {
+                let _ =
+                    write_plain_error(&mut conn, svc.dates(), 408, "request head timed out").await;
+                return;
+            }
+            Err(HeadFailure::Parse(e)) => {
+                let _ =
+                    write_plain_error(&mut conn, svc.dates(), e.status(), head_error_message(&e))
+                        .await;
+                return;
+            }
+        };
+        conn.rbuf.drain(..used);
+        match consume_body(&mut conn, &head, &settings).await {
+            Ok(()) => {}
+            Err(BodyFailure::TooLarge) => {
+                let _ =
+                    write_plain_error(&mut conn, svc.dates(), 413, "request body too large").await;
+                return;
+            }
+            Err(BodyFailure::Malformed) => {
+                let _ =
+                    write_plain_error(&mut conn, svc.dates(), 400, "malformed chunked body").await;
+                return;
+            }
+            Err(BodyFailure::Closed) => return,
+        }
+        conn.keep_alive = head.keep_alive && !ctx.is_draining();
+        let outcome = svc.call(&head, &mut conn).await;
+        if !outcome.keep_alive || !conn.keep_alive {
+            return;
+        }
+    }
+}
+
+fn head_error_message(e: &HeadError) -> &'static str {
+    match e {
+        HeadError::UriTooLong => "request-target longer than max_uri_bytes",
+        HeadError::HeaderTooLarge => "header block larger than max_header_bytes",
+        HeadError::TooManyHeaders => "more header fields than max_headers",
+        HeadError::BadRequest(why) => why,
+        HeadError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+    }
+}
+
+/// Read until one request head is buffered. `Ok(None)`: the connection ended cleanly (EOF
+/// between requests, idle timeout, or drain while idle).
+async fn read_head(
+    conn: &mut Conn,
+    settings: &ServerSettings,
+    ctx: &ShardContext,
+) -> Result<Option<(RequestHead, usize)>, HeadFailure> {
+    let limits = &settings.limits;
+    if !conn.rbuf.is_empty() {
+        if let Some(parsed) = parse_request_head(&conn.rbuf, limits).map_err(HeadFailure::Parse)? {
+            return Ok(Some(parsed));
+        }
+    } else {
+        // Idle between requests: wait for the first byte, the keep-alive timeout, or a drain.
+        if ctx.is_draining() {
+            return Ok(None);
+        }
+        let read = monoio::time::timeout(
+            settings.keepalive_timeout,
+            read_more(&mut conn.stream, &mut conn.rbuf, READ_CHUNK_BYTES),
+        );
+        let draining = ctx.draining();
+        let first = monoio::select! {
+            r = read => r,
+            _ = draining => return Ok(None),
+        };
+        match first {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Ok(None),
+        }
+        if let Some(parsed) = parse_request_head(&conn.rbuf, limits).map_err(HeadFailure::Parse)? {
+            return Ok(Some(parsed));
+        }
+    }
+    let deadline = Instant::now() + settings.request_header_timeout;
+    loop {
+        let read = read_more(&mut conn.stream, &mut conn.rbuf, READ_CHUNK_BYTES);
+        match monoio::time::timeout_at(deadline.into(), read).await {
+            Err(_) => return Err(HeadFailure::Timeout),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadFailure::Closed),
+            Ok(Ok(_)) => {}
+        }
+        if let Some(parsed) = parse_request_head(&conn.rbuf, limits).map_err(HeadFailure::Parse)? {
+            return Ok(Some(parsed));
+        }
+    }
+}
+
+enum BodyFailure {
+    TooLarge,
+    Malformed,
+    Closed,
+}
+
+/// Consume (and discard) the request body: GET and HEAD bodies carry no meaning for S3 reads, but
+/// must be read to keep the connection's framing. Sends `100 Continue` first when the client
+/// asked for it and the body is within `max_body_bytes` (RFC 9110 section 10.1.1).
+async fn consume_body(
+    conn: &mut Conn,
+    head: &RequestHead,
+    settings: &ServerSettings,
+) -> Result<(), BodyFailure> {
+    let max = settings.limits.max_body_bytes;
+    let deadline = Instant::now() + settings.request_header_timeout;
+    if let Some(len) = head.content_length {
+        if len > max {
+            return Err(BodyFailure::TooLarge);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        continue_if_expected(conn, head).await?;
+        let mut remaining = len;
+        loop {
+            let take = remaining.min(conn.rbuf.len() as u64) as usize;
+            conn.rbuf.drain(..take);
+            remaining -= take as u64;
+            if remaining == 0 {
+                return Ok(());
+            }
+            fill(conn, deadline).await?;
+        }
+    } else if head.chunked {
+        continue_if_expected(conn, head).await?;
+        let mut decoder = ChunkedDecoder::new();
+        let mut total = 0u64;
+        loop {
+            let (used, data) = decoder
+                .decode(&conn.rbuf)
+                .map_err(|_| BodyFailure::Malformed)?;
+            total += data.len() as u64;
+            conn.rbuf.drain(..used);
+            if total > max {
+                return Err(BodyFailure::TooLarge);
+            }
+            if decoder.is_done() {
+                return Ok(());
+            }
+            if used == 0 || conn.rbuf.is_empty() {
+                fill(conn, deadline).await?;
+            }
+        }
+    } else {
+        Ok(())
+    }
+}
+
+async fn continue_if_expected(conn: &mut Conn, head: &RequestHead) -> Result<(), BodyFailure> {
+    if head.expect_continue && head.version == Version::Http11 && conn.rbuf.is_empty() {
+        let mut msg = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        write_all(&mut conn.stream, &mut msg)
+            .await
+            .map_err(|_| BodyFailure::Closed)?;
+    }
+    Ok(())
+}
+
+async fn fill(conn: &mut Conn, deadline: Instant) -> Result<(), BodyFailure> {
+    let read = read_more(&mut conn.stream, &mut conn.rbuf, READ_CHUNK_BYTES);
+    match monoio::time::timeout_at(deadline.into(), read).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(BodyFailure::Closed),
+    }
+}
+
+/// Write a proxy-generated JSON error response (DESIGN section 5) with `Connection: close` and a
+/// fresh request id; used for failures before a request could be handed to the service.
+async fn write_plain_error(
+    conn: &mut Conn,
+    dates: &DateCache,
+    status: u16,
+    message: &str,
+) -> io::Result<()> {
+    let request_id = new_request_id();
+    let body = json_body(status, message, &request_id);
+    let mut head = ResponseHead::new(&mut conn.wbuf, status);
+    head.header("Date", &dates.now())
+        .header("Content-Type", b"application/json")
+        .header_u64("Content-Length", body.len() as u64)
+        .header("X-Request-Id", request_id.as_bytes())
+        .header("Connection", b"close");
+    head.finish();
+    conn.wbuf.extend_from_slice(&body);
+    let res = write_all(&mut conn.stream, &mut conn.wbuf).await;
+    let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.stream).await;
+    res
+}
+
+/// A new request id: a random UUID v4 in hyphenated form (36 bytes).
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// The request id to use for `head`: the client's `X-Request-Id` if it is 1 to 128 bytes of
+/// `[A-Za-z0-9._:-]` (so it is safe in logs and headers), else a new UUID v4.
+pub fn request_id_for(head: &RequestHead) -> String {
+    if let Some(v) = head.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
+        {
+            // Checked ASCII above.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    new_request_id()
+}

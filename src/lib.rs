@@ -1,0 +1,17 @@
+//! Yatagarasu: a thread-per-core io_uring S3 proxy. One request's journey through one core:
+//! [`http::server`] reads it, [`router`] picks the bucket, [`proxy`] signs it with [`s3`] SigV4 and
+//! sends it through [`upstream`], and the object streams back to the client.
+//!
+//! The per-core substrate (pinning, one monoio runtime and SO_REUSEPORT listener per shard,
+//! signals, drain, config snapshots) lives in the `yatagarasu-runtime` crate; [`app`] wires the
+//! two together. Not on the hot path itself: this file only declares modules.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod proxy;
+pub mod router;
+pub mod s3;
+pub mod upstream;

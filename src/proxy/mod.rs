@@ -1,0 +1,733 @@
+//! The request pipeline of one shard, as named phases (DESIGN section 2):
+//! `route` (path checks, method, longest-prefix bucket) -> `build upstream request` (SigV4,
+//! forwarded conditionals, Range, If-Range) -> `send` (pool, timeouts) -> `respond` (pass-through
+//! headers, streamed body, error mapping) -> access log.
+//!
+//! Hot path. Per request: one config-generation check, one routing probe per path segment, one
+//! SigV4 signature with the cached per-day key (two SHA-256 + one HMAC chain of 1 step), one
+//! request head of ~600 bytes, one 64 KiB body buffer for the life of the response. Memory per
+//! connection is constant whatever the object size: the body moves through that one buffer, read
+//! from S3 only after the previous chunk was written to the client (backpressure), and a client
+//! that goes away ends the upstream read at the next write (the upstream connection is closed,
+//! not pooled).
+
+pub mod prepared;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use http::header;
+use http::{HeaderMap, Method};
+use yatagarasu_runtime::{ShardContext, Snapshot};
+
+use crate::config::Addressing as ConfigAddressing;
+use crate::error::{json_body, ErrorKind, ProxyError};
+use crate::http::io::write_all;
+use crate::http::path::{decode_path, normalize_path, query_pairs, split_target};
+use crate::http::range::{content_range_unsatisfied, parse_range};
+use crate::http::request::{RequestHead, Version};
+use crate::http::response::{DateCache, ResponseHead};
+use crate::http::server::{request_id_for, Conn, Outcome, ServerSettings, Service};
+use crate::s3::addressing::{object_target, Addressing};
+use crate::s3::error::parse_error_xml;
+use crate::s3::sigv4::{Credentials, Signer};
+use crate::s3::uri::canonical_query;
+use crate::upstream::{Response, Target, Upstream};
+use prepared::Prepared;
+
+/// Body bytes moved per read/write step between S3 and the client.
+pub const BODY_CHUNK_BYTES: usize = 64 * 1024;
+/// Most bytes of an S3 error body kept for parsing its Code and Message.
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
+/// The methods this proxy serves, for `Allow` (RFC 9110 section 10.2.1).
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+/// Sent upstream as User-Agent.
+const USER_AGENT: &str = concat!("yatagarasu/", env!("CARGO_PKG_VERSION"));
+
+/// Response headers passed from S3 to the client (RFC 9110 representation and validator fields,
+/// plus S3's version id). Everything else, hop-by-hop fields included, is dropped.
+const PASS_THROUGH: [&str; 12] = [
+    "content-type",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "content-range",
+    "cache-control",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "expires",
+    "x-amz-version-id",
+    "vary",
+];
+
+/// Request headers forwarded to S3 (conditionals and Range; If-Range is evaluated here).
+const FORWARDED: [header::HeaderName; 4] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Shard-local state derived from one config generation.
+struct Local {
+    generation: u64,
+    prepared: std::sync::Arc<Prepared>,
+    buckets: Vec<LocalBucket>,
+}
+
+struct LocalBucket {
+    signer: Signer,
+    pool_key: Rc<str>,
+}
+
+impl Local {
+    fn build(generation: u64, prepared: std::sync::Arc<Prepared>) -> Local {
+        let buckets = prepared
+            .config
+            .buckets
+            .iter()
+            .zip(&prepared.buckets)
+            .map(|(b, p)| LocalBucket {
+                signer: Signer::new(
+                    Credentials {
+                        access_key: b.s3.access_key.expose().to_owned(),
+                        secret_key: b.s3.secret_key.expose().to_owned(),
+                        session_token: b.s3.session_token.as_ref().map(|t| t.expose().to_owned()),
+                    },
+                    &b.s3.region,
+                ),
+                pool_key: Rc::from(p.pool_key.as_str()),
+            })
+            .collect();
+        Local {
+            generation,
+            prepared,
+            buckets,
+        }
+    }
+}
+
+/// Everything one shard owns: its view of the config, its upstream pool and resolver cache, its
+/// `Date` cache. Built on the shard thread; never shared.
+pub struct Shard {
+    snapshot: Snapshot<Prepared>,
+    local: RefCell<Rc<Local>>,
+    upstream: Upstream,
+    dates: DateCache,
+    ctx: ShardContext,
+}
+
+impl Shard {
+    /// Build the state of the shard described by `ctx` from the shared `snapshot`.
+    pub fn new(snapshot: Snapshot<Prepared>, ctx: ShardContext) -> Shard {
+        let local = Local::build(snapshot.generation(), snapshot.load_full());
+        Shard {
+            snapshot,
+            local: RefCell::new(Rc::new(local)),
+            upstream: Upstream::default(),
+            dates: DateCache::default(),
+            ctx,
+        }
+    }
+
+    /// The shard's config view, rebuilt when a newer snapshot was published. A request keeps the
+    /// `Rc` it got until it ends, so in-flight requests finish on their own snapshot.
+    fn current(&self) -> Rc<Local> {
+        let generation = self.snapshot.generation();
+        let mut local = self.local.borrow_mut();
+        if local.generation != generation {
+            *local = Rc::new(Local::build(generation, self.snapshot.load_full()));
+        }
+        local.clone()
+    }
+
+    /// The shard this state belongs to.
+    pub fn context(&self) -> &ShardContext {
+        &self.ctx
+    }
+}
+
+/// What the access log records about a finished response.
+struct Summary {
+    status: u16,
+    bytes: u64,
+    bucket: Option<usize>,
+    keep_alive: bool,
+}
+
+impl Service for Shard {
+    fn settings(&self) -> ServerSettings {
+        self.local.borrow().prepared.settings
+    }
+
+    fn dates(&self) -> &DateCache {
+        &self.dates
+    }
+
+    async fn call(&self, head: &RequestHead, conn: &mut Conn) -> Outcome {
+        let started = Instant::now();
+        let local = self.current();
+        let request_id = request_id_for(head);
+        let mut bucket = None;
+        let summary = match self
+            .handle(&local, head, conn, &request_id, &mut bucket)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if e.side != crate::error::Side::Client {
+                    tracing::warn!(request_id = %request_id, status = e.status(), error = %e.message, "request failed");
+                }
+                let keep_alive = self.write_error(head, conn, &e, &request_id).await;
+                Summary {
+                    status: e.status(),
+                    bytes: 0,
+                    bucket,
+                    keep_alive,
+                }
+            }
+        };
+        if local.prepared.config.logging.access_log {
+            let (path, _) = split_target(&head.target);
+            let bucket_name = summary
+                .bucket
+                .and_then(|i| local.prepared.config.buckets.get(i))
+                .map_or("-", |b| b.name.as_str());
+            tracing::info!(
+                target: "yatagarasu::access",
+                request_id = %request_id,
+                client = %conn.peer.ip(),
+                method = %head.method,
+                path = %path,
+                bucket = bucket_name,
+                status = summary.status,
+                bytes = summary.bytes,
+                duration_us = started.elapsed().as_micros() as u64,
+                shard = self.ctx.index(),
+            );
+        }
+        Outcome {
+            keep_alive: summary.keep_alive,
+        }
+    }
+}
+
+impl Shard {
+    /// Phases route -> upstream request -> send -> respond. `Err` only before any response byte
+    /// was written; failures mid-body end the connection and are reported in the `Summary`.
+    async fn handle(
+        &self,
+        local: &Local,
+        head: &RequestHead,
+        conn: &mut Conn,
+        request_id: &str,
+        bucket_out: &mut Option<usize>,
+    ) -> Result<Summary, ProxyError> {
+        // Phase: route.
+        let (raw_path, query) = split_target(&head.target);
+        if head.method == Method::OPTIONS {
+            return Ok(self.write_options(head, conn, request_id).await);
+        }
+        let path = normalize_path(raw_path)
+            .map_err(|e| ProxyError::client(ErrorKind::BadRequest, format!("invalid path: {e}")))?;
+        if head.method != Method::GET && head.method != Method::HEAD {
+            return Err(ProxyError::client(
+                ErrorKind::MethodNotAllowed,
+                "only GET, HEAD and OPTIONS are served",
+            )
+            .with_header("Allow", ALLOW));
+        }
+        let (index, rest) = local.prepared.router.route(&path).ok_or_else(|| {
+            ProxyError::client(ErrorKind::NotFound, "no bucket is mapped to this path")
+        })?;
+        *bucket_out = Some(index);
+        if rest.is_empty() {
+            return Err(ProxyError::client(
+                ErrorKind::NotFound,
+                "the path names a bucket but no object key",
+            ));
+        }
+        let key = decode_path(rest)
+            .map_err(|e| ProxyError::client(ErrorKind::BadRequest, format!("invalid path: {e}")))?;
+        let version_id = query.and_then(|q| {
+            query_pairs(q)
+                .find(|(k, _)| k == "versionId")
+                .map(|(_, v)| v.into_owned())
+        });
+
+        // Phase: build the upstream request.
+        let bucket = &local.prepared.config.buckets[index];
+        let prepared = &local.prepared.buckets[index];
+        let ep = &bucket.s3.endpoint;
+        let addressing = match bucket.s3.addressing {
+            ConfigAddressing::Path => Addressing::Path,
+            ConfigAddressing::Virtual => Addressing::Virtual,
+        };
+        let (host, canonical_uri) = object_target(
+            addressing,
+            &ep.host,
+            ep.port,
+            ep.explicit_port,
+            &bucket.s3.bucket,
+            &key,
+        );
+        let query = match &version_id {
+            Some(v) => canonical_query(&[("versionId", v.as_str())]),
+            None => String::new(),
+        };
+        let plan = RangePlan::new(&head.headers);
+        let is_head = head.method == Method::HEAD;
+        let target = Target {
+            pool_key: &local.buckets[index].pool_key,
+            host: &ep.host,
+            port: ep.port,
+            tls: prepared.tls.as_ref(),
+            connect_timeout: prepared.connect_timeout,
+            first_byte_timeout: prepared.first_byte_timeout,
+        };
+        let signer = &local.buckets[index].signer;
+        let method = if is_head { "HEAD" } else { "GET" };
+        let build = |method: &str, forward: Forward| {
+            build_request(
+                head,
+                signer,
+                method,
+                &host,
+                &canonical_uri,
+                &query,
+                &plan,
+                forward,
+            )
+        };
+
+        // Phase: send (and the If-Range fallback: a stale validator gives 200 with the full body).
+        let mut req = build(method, Forward::All);
+        let mut resp = self.upstream.send(&target, &mut req, is_head).await?;
+        if resp.status == 412 && plan.injected.is_some() {
+            drop(resp);
+            let mut req = build(method, Forward::ConditionalsOnly);
+            resp = self.upstream.send(&target, &mut req, is_head).await?;
+        }
+        // Some S3 implementations (Ceph RGW among them) answer 304 without the validators and 416
+        // without `Content-Range: bytes */len`, both of which RFC 9110 (sections 15.4.5, 15.5.17)
+        // and our contract require. One plain HEAD of the object supplies them; AWS S3 includes
+        // them, so this costs nothing there.
+        let missing = match resp.status {
+            304 => !resp.headers.contains_key(header::ETAG),
+            416 => !resp.headers.contains_key(header::CONTENT_RANGE),
+            _ => false,
+        };
+        if missing {
+            let mut req = build("HEAD", Forward::Nothing);
+            if let Ok(meta) = self.upstream.send(&target, &mut req, true).await {
+                if meta.status == 200 {
+                    complete_metadata(&mut resp.headers, resp.status, &meta.headers);
+                }
+            }
+        }
+
+        // Phase: respond.
+        self.respond(head, conn, request_id, resp, index).await
+    }
+
+    /// Stream a 200/206/304 through, or turn an S3 error into ours.
+    async fn respond(
+        &self,
+        head: &RequestHead,
+        conn: &mut Conn,
+        request_id: &str,
+        mut resp: Response<'_>,
+        index: usize,
+    ) -> Result<Summary, ProxyError> {
+        let status = resp.status;
+        if !matches!(status, 200 | 206 | 304) {
+            return Err(self.origin_error(&mut resp).await);
+        }
+        let is_head = head.method == Method::HEAD;
+        // Framing towards the client (RFC 9112 section 6).
+        let upstream_len = content_length(&resp.headers);
+        let body_len = if status == 304 {
+            Some(0)
+        } else if is_head {
+            upstream_len
+        } else {
+            resp.body.declared_len()
+        };
+        let chunked =
+            !is_head && status != 304 && body_len.is_none() && head.version == Version::Http11;
+        let mut keep_alive = conn.keep_alive && (body_len.is_some() || chunked || is_head);
+
+        let mut h = ResponseHead::new(&mut conn.wbuf, status);
+        h.header("Date", &self.dates.now());
+        for name in PASS_THROUGH {
+            for v in resp.headers.get_all(name) {
+                h.header(canonical_name(name), v.as_bytes());
+            }
+        }
+        for (name, v) in resp.headers.iter() {
+            if name.as_str().starts_with("x-amz-meta-") {
+                h.header(name.as_str(), v.as_bytes());
+            }
+        }
+        match body_len {
+            Some(n) if status != 304 => {
+                h.header_u64("Content-Length", n);
+            }
+            _ => {}
+        }
+        if chunked {
+            h.header("Transfer-Encoding", b"chunked");
+        }
+        h.header("X-Request-Id", request_id.as_bytes());
+        h.connection(head.version, keep_alive);
+        h.finish();
+
+        if is_head || status == 304 {
+            if write_all(&mut conn.stream, &mut conn.wbuf).await.is_err() {
+                keep_alive = false;
+            }
+            return Ok(Summary {
+                status,
+                bytes: 0,
+                bucket: Some(index),
+                keep_alive,
+            });
+        }
+
+        // Body: one buffer, read from S3 only after the previous chunk reached the client.
+        let mut sent = 0u64;
+        let mut buf = Vec::with_capacity(BODY_CHUNK_BYTES);
+        let mut ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        while ok {
+            buf.clear();
+            let n = match resp.body.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(request_id = %request_id, error = %e, sent, "S3 body failed mid-stream");
+                    ok = false;
+                    break;
+                }
+            };
+            if chunked {
+                let mut framed = Vec::with_capacity(n + 12);
+                framed.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                framed.extend_from_slice(&buf);
+                framed.extend_from_slice(b"\r\n");
+                ok = write_all(&mut conn.stream, &mut framed).await.is_ok();
+            } else {
+                ok = write_all(&mut conn.stream, &mut buf).await.is_ok();
+            }
+            sent += n as u64;
+        }
+        if ok && chunked {
+            let mut last = b"0\r\n\r\n".to_vec();
+            ok = write_all(&mut conn.stream, &mut last).await.is_ok();
+        }
+        if !ok || body_len.is_some_and(|n| n != sent) {
+            keep_alive = false;
+        }
+        Ok(Summary {
+            status,
+            bytes: sent,
+            bucket: Some(index),
+            keep_alive: keep_alive && ok,
+        })
+    }
+
+    /// Read S3's (small) error body, log its Code and Message, and build the client error:
+    /// 5xx -> 502, anything else keeps its status (DESIGN section 5).
+    async fn origin_error(&self, resp: &mut Response<'_>) -> ProxyError {
+        let status = resp.status;
+        let mut body = Vec::new();
+        let _ = resp
+            .body
+            .read_to_end_limited(&mut body, ERROR_BODY_LIMIT)
+            .await;
+        let info = parse_error_xml(&body);
+        let code = info.as_ref().map_or("", |i| i.code.as_str());
+        let detail = match &info {
+            Some(i) if !i.message.is_empty() => format!("S3 error {}: {}", i.code, i.message),
+            Some(i) => format!("S3 error {}", i.code),
+            None => format!("S3 answered {status}"),
+        };
+        tracing::info!(status, s3_code = code, "S3 returned an error");
+        if status >= 500 {
+            return ProxyError::origin(ErrorKind::BadGateway, false, detail);
+        }
+        let mut e = ProxyError::origin(ErrorKind::OriginStatus(status), false, detail);
+        if status == 416 {
+            if let Some(v) = resp
+                .headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+            {
+                e = e.with_header("Content-Range", v);
+            }
+        }
+        e
+    }
+
+    /// `OPTIONS`: 200 with `Allow` (DESIGN section 5).
+    async fn write_options(
+        &self,
+        head: &RequestHead,
+        conn: &mut Conn,
+        request_id: &str,
+    ) -> Summary {
+        let mut h = ResponseHead::new(&mut conn.wbuf, 200);
+        h.header("Date", &self.dates.now())
+            .header("Allow", ALLOW.as_bytes())
+            .header("Content-Length", b"0")
+            .header("X-Request-Id", request_id.as_bytes())
+            .connection(head.version, conn.keep_alive);
+        h.finish();
+        let ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        Summary {
+            status: 200,
+            bytes: 0,
+            bucket: None,
+            keep_alive: ok && conn.keep_alive,
+        }
+    }
+
+    /// Write `e` as the JSON error of DESIGN section 5 (no body for HEAD). Returns whether the
+    /// connection stays open.
+    async fn write_error(
+        &self,
+        head: &RequestHead,
+        conn: &mut Conn,
+        e: &ProxyError,
+        request_id: &str,
+    ) -> bool {
+        let status = e.status();
+        let body = json_body(status, &e.message, request_id);
+        let mut h = ResponseHead::new(&mut conn.wbuf, status);
+        h.header("Date", &self.dates.now())
+            .header("Content-Type", b"application/json")
+            .header_u64("Content-Length", body.len() as u64)
+            .header("X-Request-Id", request_id.as_bytes());
+        if let Some((name, value)) = &e.header {
+            h.header(name, value.as_bytes());
+        }
+        h.connection(head.version, conn.keep_alive);
+        h.finish();
+        if head.method != Method::HEAD {
+            conn.wbuf.extend_from_slice(&body);
+        }
+        write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok() && conn.keep_alive
+    }
+}
+
+/// How the client's Range and If-Range map onto the upstream request.
+struct RangePlan {
+    /// The client's Range value when it is one syntactically valid range (DESIGN section 5:
+    /// invalid or multi-range requests are served 200 in full, so they are not forwarded).
+    range: Option<Vec<u8>>,
+    /// A precondition added so S3 evaluates the client's If-Range for us: a strong ETag becomes
+    /// `If-Match`, a date `If-Unmodified-Since`. A 412 caused by it means "validator stale":
+    /// the request is repeated without Range and the client gets 200 with the full body.
+    injected: Option<(&'static str, Vec<u8>)>,
+}
+
+impl RangePlan {
+    fn new(headers: &HeaderMap) -> RangePlan {
+        let mut range = headers
+            .get(header::RANGE)
+            .filter(|v| parse_range(v.as_bytes()).is_some())
+            .map(|v| v.as_bytes().to_vec());
+        let mut injected = None;
+        if let (Some(_), Some(if_range)) = (&range, headers.get(header::IF_RANGE)) {
+            let v = if_range.as_bytes();
+            if v.starts_with(b"W/") {
+                // A weak validator never matches for If-Range (RFC 9110 section 13.1.5).
+                range = None;
+            } else if v.starts_with(b"\"") {
+                if !headers.contains_key(header::IF_MATCH) {
+                    injected = Some(("If-Match", v.to_vec()));
+                }
+            } else if !headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+                injected = Some(("If-Unmodified-Since", v.to_vec()));
+            }
+        }
+        RangePlan { range, injected }
+    }
+}
+
+/// Which of the client's headers go upstream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forward {
+    /// Conditionals, Range and the If-Range precondition.
+    All,
+    /// Conditionals only (the If-Range fallback: full body).
+    ConditionalsOnly,
+    /// None (a metadata HEAD of our own).
+    Nothing,
+}
+
+/// Fill what S3 left out of a 304 (ETag, Last-Modified, Cache-Control, Expires) or a 416
+/// (`Content-Range: bytes */len`) from a HEAD of the same object.
+fn complete_metadata(headers: &mut HeaderMap, status: u16, meta: &HeaderMap) {
+    if status == 304 {
+        for name in [
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::CACHE_CONTROL,
+            header::EXPIRES,
+        ] {
+            if let (false, Some(v)) = (headers.contains_key(&name), meta.get(&name)) {
+                let v = v.clone();
+                headers.insert(name, v);
+            }
+        }
+    } else if let Some(len) = content_length(meta) {
+        if let Ok(v) = http::HeaderValue::from_str(&content_range_unsatisfied(len)) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+    }
+}
+
+/// The signed upstream request head: only the headers S3 needs, never the client's
+/// Authorization, cookies or token parameters (they are simply not copied).
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are distinct and named
+fn build_request(
+    head: &RequestHead,
+    signer: &Signer,
+    method: &str,
+    host: &str,
+    canonical_uri: &str,
+    query: &str,
+    plan: &RangePlan,
+    forward: Forward,
+) -> Vec<u8> {
+    let signed = signer.sign(method, host, canonical_uri, query, &[], SystemTime::now());
+    let mut req = Vec::with_capacity(768);
+    req.extend_from_slice(method.as_bytes());
+    req.push(b' ');
+    req.extend_from_slice(canonical_uri.as_bytes());
+    if !query.is_empty() {
+        req.push(b'?');
+        req.extend_from_slice(query.as_bytes());
+    }
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(b"\r\nx-amz-date: ");
+    req.extend_from_slice(signed.x_amz_date.as_bytes());
+    req.extend_from_slice(b"\r\nx-amz-content-sha256: ");
+    req.extend_from_slice(signed.x_amz_content_sha256.as_bytes());
+    if let Some(token) = &signed.x_amz_security_token {
+        req.extend_from_slice(b"\r\nx-amz-security-token: ");
+        req.extend_from_slice(token.as_bytes());
+    }
+    req.extend_from_slice(b"\r\nAuthorization: ");
+    req.extend_from_slice(signed.authorization.as_bytes());
+    req.extend_from_slice(b"\r\nUser-Agent: ");
+    req.extend_from_slice(USER_AGENT.as_bytes());
+    req.extend_from_slice(b"\r\n");
+    if forward != Forward::Nothing {
+        for name in &FORWARDED {
+            for v in head.headers.get_all(name) {
+                push_header(&mut req, name.as_str(), v.as_bytes());
+            }
+        }
+    }
+    if forward == Forward::All {
+        if let Some(range) = &plan.range {
+            push_header(&mut req, "Range", range);
+        }
+        if let Some((name, v)) = &plan.injected {
+            push_header(&mut req, name, v);
+        }
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+fn push_header(req: &mut Vec<u8>, name: &str, value: &[u8]) {
+    req.extend_from_slice(name.as_bytes());
+    req.extend_from_slice(b": ");
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n");
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// The conventional capitalisation of the pass-through header names.
+fn canonical_name(lower: &str) -> &'static str {
+    match lower {
+        "content-type" => "Content-Type",
+        "etag" => "ETag",
+        "last-modified" => "Last-Modified",
+        "accept-ranges" => "Accept-Ranges",
+        "content-range" => "Content-Range",
+        "cache-control" => "Cache-Control",
+        "content-encoding" => "Content-Encoding",
+        "content-disposition" => "Content-Disposition",
+        "content-language" => "Content-Language",
+        "expires" => "Expires",
+        "x-amz-version-id" => "x-amz-version-id",
+        "vary" => "Vary",
+        _ => "X-Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn range_plan_forwards_only_valid_single_ranges() {
+        assert!(RangePlan::new(&headers(&[("range", "bytes=0-9")]))
+            .range
+            .is_some());
+        assert!(RangePlan::new(&headers(&[("range", "bytes=0-1,4-5")]))
+            .range
+            .is_none());
+        assert!(RangePlan::new(&headers(&[("range", "bytes=x")]))
+            .range
+            .is_none());
+    }
+
+    #[test]
+    fn if_range_becomes_a_precondition() {
+        let p = RangePlan::new(&headers(&[("range", "bytes=0-9"), ("if-range", "\"abc\"")]));
+        assert_eq!(p.injected, Some(("If-Match", b"\"abc\"".to_vec())));
+        let p = RangePlan::new(&headers(&[
+            ("range", "bytes=0-9"),
+            ("if-range", "W/\"abc\""),
+        ]));
+        assert!(p.range.is_none() && p.injected.is_none());
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let p = RangePlan::new(&headers(&[("range", "bytes=0-9"), ("if-range", date)]));
+        assert_eq!(
+            p.injected,
+            Some(("If-Unmodified-Since", date.as_bytes().to_vec()))
+        );
+        let p = RangePlan::new(&headers(&[("if-range", "\"abc\"")]));
+        assert!(p.injected.is_none(), "If-Range without Range is ignored");
+    }
+
+    #[test]
+    fn pass_through_names_are_all_canonicalised() {
+        for name in PASS_THROUGH {
+            assert_ne!(canonical_name(name), "X-Unknown", "{name}");
+            assert!(canonical_name(name).eq_ignore_ascii_case(name));
+        }
+    }
+}
