@@ -1,0 +1,495 @@
+//! Integration-test harness: the real `yatagarasu` binary in front of the real Ceph RGW started by
+//! `tests/support/start-backends.sh`, driven over real sockets by a small raw HTTP/1.1 client (so
+//! tests can assert exact bytes, pipelining and framing).
+//!
+//! Not shipped. Each test starts its own proxy on port 0 (cheap: ~50 ms) so tests can run in
+//! parallel without sharing pools or counters.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// One seeded object, from the manifest written by `tests/support/seed.py`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Object {
+    pub bucket: String,
+    pub key: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// The backends started by `tests/support/start-backends.sh` (read from its env file).
+#[derive(Debug)]
+pub struct Backend {
+    pub endpoint: String,
+    pub tls_endpoint: String,
+    pub ca_file: String,
+    pub ak1: String,
+    pub sk1: String,
+    pub ak2: String,
+    pub sk2: String,
+    pub region: String,
+    pub objects: Vec<Object>,
+    pub ops_log: Option<PathBuf>,
+}
+
+const HOW_TO_START: &str = "the test backends are not running. Start them with \
+`bash tests/support/start-backends.sh` and then `source tests/support/.state/env`, or run the \
+whole suite with `bash tests/support/run-tests.sh` (it installs, starts and stops everything)";
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW_TO_START}"))
+}
+
+/// The running backends. Panics (failing the test) with instructions when they are not running.
+pub fn backend() -> &'static Backend {
+    static B: OnceLock<Backend> = OnceLock::new();
+    B.get_or_init(|| {
+        let manifest = var("YATA_TEST_MANIFEST");
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap_or_else(|e| panic!("cannot read {manifest}: {e}; {HOW_TO_START}"));
+        let objects: Vec<Object> = serde_json::from_str(&text).expect("manifest.json");
+        let b = Backend {
+            endpoint: var("YATA_TEST_S3_ENDPOINT"),
+            tls_endpoint: var("YATA_TEST_S3_TLS_ENDPOINT"),
+            ca_file: var("YATA_TEST_S3_CA_FILE"),
+            ak1: var("YATA_TEST_AK1"),
+            sk1: var("YATA_TEST_SK1"),
+            ak2: var("YATA_TEST_AK2"),
+            sk2: var("YATA_TEST_SK2"),
+            region: std::env::var("YATA_TEST_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            objects,
+            ops_log: std::env::var("YATA_TEST_OPS_LOG")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+        };
+        // Fail loudly, not silently, when RGW is down.
+        let addr = b.endpoint.trim_start_matches("http://");
+        TcpStream::connect_timeout(
+            &addr.parse().expect("endpoint addr"),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|e| panic!("RGW at {} unreachable ({e}): {HOW_TO_START}", b.endpoint));
+        b
+    })
+}
+
+impl Backend {
+    /// The manifest entry for `bucket`/`key`.
+    pub fn object(&self, bucket: &str, key: &str) -> &Object {
+        self.objects
+            .iter()
+            .find(|o| o.bucket == bucket && o.key == key)
+            .unwrap_or_else(|| panic!("{bucket}/{key} not in manifest"))
+    }
+
+    /// The object's bytes as seeded.
+    pub fn bytes(&self, o: &Object) -> Vec<u8> {
+        std::fs::read(&o.file).unwrap_or_else(|e| panic!("read {}: {e}", o.file))
+    }
+}
+
+/// Shard count for this run (`YATA_TEST_SHARDS`, default 2); the suite runs with 1 and 2.
+pub fn shards() -> usize {
+    std::env::var("YATA_TEST_SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+/// A YAML bucket entry.
+pub fn bucket_yaml(
+    name: &str,
+    prefix: &str,
+    bucket: &str,
+    endpoint: &str,
+    ak: &str,
+    sk: &str,
+    extra_s3: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    path_prefix: {prefix}\n    s3:\n      bucket: {bucket}\n      region: us-east-1\n      endpoint: \"{endpoint}\"\n      addressing: path\n      access_key: \"{ak}\"\n      secret_key: \"{sk}\"\n{extra_s3}"
+    )
+}
+
+/// The standard test config: `/public` and `/media` (user 1), `/private` (user 2), with `server`
+/// overrides in `server_extra` (YAML lines indented by 2) and extra bucket entries appended.
+pub fn config(server_extra: &str, extra_buckets: &str) -> String {
+    let b = backend();
+    let mut s = format!(
+        "server:\n  listen: \"127.0.0.1:0\"\n  shards: {}\n  cpu_affinity: none\n  shutdown_grace_ms: 2000\n{server_extra}logging: {{level: info, format: json, access_log: true}}\nbuckets:\n",
+        shards()
+    );
+    s += &bucket_yaml(
+        "public",
+        "/public",
+        "yata-public",
+        &b.endpoint,
+        &b.ak1,
+        &b.sk1,
+        "",
+    );
+    s += &bucket_yaml(
+        "media",
+        "/media",
+        "yata-media",
+        &b.endpoint,
+        &b.ak1,
+        &b.sk1,
+        "",
+    );
+    s += &bucket_yaml(
+        "private",
+        "/private",
+        "yata-private",
+        &b.endpoint,
+        &b.ak2,
+        &b.sk2,
+        "",
+    );
+    s += extra_buckets;
+    s
+}
+
+/// A running proxy process.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Start the binary with `yaml` as its config and wait (up to 15 s) for its listening line.
+    pub fn start(yaml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn yatagarasu");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
+        ] {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("yatagarasu listening") {
+                        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                        if let Some(addr) = v["listen"]
+                            .as_str()
+                            .and_then(|a| a.parse::<SocketAddr>().ok())
+                        {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(addr) => Proxy {
+                child,
+                addr,
+                log,
+                _dir: dir,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "proxy did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    /// Everything the process printed so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// A new client connection to the proxy.
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.client().request("GET", path, headers)
+    }
+
+    /// Send SIGTERM and wait for the exit status (bounded).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        for _ in 0..200 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("proxy did not exit within 10 s of SIGTERM");
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (panics when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Assert the JSON error contract of DESIGN section 5.
+    pub fn assert_json_error(&self, status: u16) {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let v = self.json();
+        assert_eq!(v["status"], status);
+        assert!(v["error"].is_string() && v["message"].is_string());
+        assert_eq!(v["request_id"].as_str(), self.header("x-request-id"));
+    }
+}
+
+/// A raw HTTP/1.1 client over one TCP connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connect to `addr` (10 s read timeout so a hang fails the test).
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to proxy");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Write raw bytes.
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write request");
+    }
+
+    /// Send one request and read its response.
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send(&request_bytes(method, path, headers));
+        self.read_response(method == "HEAD")
+    }
+
+    /// Read one response (framing per RFC 9112 section 6.3).
+    pub fn read_response(&mut self, head_request: bool) -> Response {
+        loop {
+            let mut hdrs = [httparse::EMPTY_HEADER; 128];
+            let mut resp = httparse::Response::new(&mut hdrs);
+            if let httparse::Status::Complete(n) =
+                resp.parse(&self.buf).expect("valid response head")
+            {
+                let status = resp.code.unwrap();
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                self.buf.drain(..n);
+                if status == 100 {
+                    continue;
+                }
+                let get = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.clone())
+                };
+                let body = if head_request || status == 304 || status == 204 {
+                    Vec::new()
+                } else if let Some(len) = get("content-length") {
+                    let len: usize = len.parse().expect("content-length");
+                    self.read_exact_body(len)
+                } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                    self.read_chunked()
+                } else {
+                    let mut rest = std::mem::take(&mut self.buf);
+                    self.stream.read_to_end(&mut rest).expect("read to close");
+                    rest
+                };
+                return Response {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            self.fill();
+        }
+    }
+
+    fn fill(&mut self) {
+        let mut tmp = [0u8; 65536];
+        let n = self.stream.read(&mut tmp).expect("read from proxy");
+        assert!(n > 0, "proxy closed the connection mid-response");
+        self.buf.extend_from_slice(&tmp[..n]);
+    }
+
+    fn read_exact_body(&mut self, len: usize) -> Vec<u8> {
+        while self.buf.len() < len {
+            self.fill();
+        }
+        self.buf.drain(..len).collect()
+    }
+
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break p;
+                }
+                self.fill();
+            };
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&self.buf[..line_end]).unwrap().trim(),
+                16,
+            )
+            .unwrap();
+            self.buf.drain(..line_end + 2);
+            let chunk = self.read_exact_body(size + 2);
+            body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// Whether the server closed the connection (reads EOF within 2 s).
+    pub fn is_closed(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// A request head with Host and the given headers.
+pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = format!("{method} {path} HTTP/1.1\r\nHost: proxy.test\r\n");
+    for (k, v) in headers {
+        s += &format!("{k}: {v}\r\n");
+    }
+    s += "\r\n";
+    s.into_bytes()
+}
+
+/// Percent-encode a key for a URL path: unreserved and '/' kept, everything else %XX.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::new();
+    for &b in key.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out += &format!("%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}

@@ -1,0 +1,62 @@
+#!/bin/bash
+# install-deps.sh: install the Debian 12 packages the integration tests, the benchmarks and the demo
+# need (Ceph RGW, nginx, redis, wrk, curl, botocore, openssl), and check that cargo is on PATH.
+#
+# Idempotent: when every package is already installed it runs no apt command and prints nothing.
+# Runs apt-get update only when something is missing. Needs root (or sudo) only in that case.
+# Cost: ~0 s when everything is present; ~45-90 s on a fresh machine (Ceph is the bulk).
+#
+# usage: bash tests/support/install-deps.sh
+set -euo pipefail
+
+PACKAGES=(radosgw ceph-mon ceph-osd ceph-common nginx-light redis-server wrk curl
+          python3-botocore openssl ca-certificates)
+
+die() { echo "install-deps.sh: ERROR: $*" >&2; exit 1; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  # "install ok installed" is dpkg's status for a fully configured package.
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ $st == "install ok installed" ]] || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "missing packages (${missing[*]}) and not root; run as root"
+    SUDO=(sudo)
+  fi
+  echo "install-deps.sh: installing: ${missing[*]}"
+  log=$(mktemp /tmp/install-deps.XXXXXX.log)
+  export DEBIAN_FRONTEND=noninteractive
+  if ! "${SUDO[@]}" apt-get update -q >"$log" 2>&1; then
+    cat "$log" >&2; die "apt-get update failed (log: $log)"
+  fi
+  # Policy-rc.d-less containers may try to start nginx/redis services; that is harmless and our
+  # scripts never use the system services (they run their own instances with their own configs).
+  if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+      "${missing[@]}" >>"$log" 2>&1; then
+    tail -n 60 "$log" >&2; die "apt-get install failed (full log: $log)"
+  fi
+  rm -f "$log"
+fi
+
+# Tools the scripts call directly; a package can be "installed" yet broken.
+for tool in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph nginx openssl curl wrk redis-server; do
+  command -v "$tool" >/dev/null || die "'$tool' not on PATH after install"
+done
+/usr/bin/python3 -c 'import botocore' 2>/dev/null \
+  || die "/usr/bin/python3 cannot import botocore (package python3-botocore)"
+
+if ! command -v cargo >/dev/null; then
+  cat >&2 <<'EOF'
+install-deps.sh: ERROR: cargo not found on PATH.
+  Install the Rust toolchain with rustup (https://rustup.rs):
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    . "$HOME/.cargo/env"
+  then run this script again.
+EOF
+  exit 1
+fi
