@@ -660,3 +660,29 @@ fn sigterm_drains_and_exits_zero() {
     let status = proxy.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn startup_log_reports_the_driver_of_every_shard() {
+    let proxy = standard();
+    let log = proxy.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("yatagarasu listening"))
+        .expect("startup line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["shards"], shards() as u64, "{line}");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let drivers: Vec<&str> = v["drivers"].as_str().unwrap().split(',').collect();
+    assert_eq!(drivers.len(), shards(), "{line}");
+    if std::env::var("MONOIO_FORCE_LEGACY_DRIVER").as_deref() == Ok("1") {
+        assert!(
+            drivers.iter().all(|d| *d == "epoll"),
+            "forced legacy driver not used: {line}"
+        );
+    } else {
+        assert!(
+            drivers.iter().all(|d| *d == "io_uring" || *d == "epoll"),
+            "{line}"
+        );
+    }
+}

@@ -97,7 +97,6 @@ cat <<EOF
 The proxy (pid $PROXY_PID) serves s3://yata-public from Ceph RGW at http://127.0.0.1:$PORT/demo/.
   more objects:  curl -sS -i 'http://127.0.0.1:$PORT/demo/meta.txt'
                  curl -sS -i 'http://127.0.0.1:$PORT/demo/a%2Bb.txt'     (the key is "a+b.txt")
-  health:        curl -sS http://127.0.0.1:$ADMIN_PORT/health
   proxy log:     $STATE/proxy.log
   config:        $CONFIG
 Stop the proxy, RGW and nginx:
