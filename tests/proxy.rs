@@ -686,3 +686,42 @@ fn startup_log_reports_the_driver_of_every_shard() {
         );
     }
 }
+
+#[test]
+fn endpoint_given_by_host_name_is_resolved_off_the_shard() {
+    let b = backend();
+    let by_name = b.endpoint.replace("127.0.0.1", "localhost");
+    let extra = bucket_yaml(
+        "byname",
+        "/byname",
+        "yata-public",
+        &by_name,
+        &b.ak1,
+        &b.sk1,
+        "",
+    );
+    let proxy = Proxy::start(&config("", &extra));
+    let mut c = proxy.client();
+    for _ in 0..3 {
+        let r = c.request("GET", "/byname/hello.txt", &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.body, b.bytes(b.object("yata-public", "hello.txt")));
+    }
+    // A name that does not resolve is a 502 (NXDOMAIN) or, where no resolver answers at all,
+    // a 504 within the connect budget: never a hang or a crash.
+    let extra = bucket_yaml(
+        "nxdomain",
+        "/nx",
+        "yata-public",
+        "http://no-such-host.invalid:7480",
+        &b.ak1,
+        &b.sk1,
+        "      connect_timeout_ms: 1000\n",
+    );
+    let proxy = Proxy::start(&config("", &extra));
+    let t = Instant::now();
+    let r = proxy.get("/nx/hello.txt", &[]);
+    assert!(matches!(r.status, 502 | 504), "{}", r.status);
+    r.assert_json_error(r.status);
+    assert!(t.elapsed() < Duration::from_secs(3));
+}

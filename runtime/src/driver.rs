@@ -149,8 +149,9 @@ pub(crate) fn diagnose(err: Option<&io::Error>, facts: &HostFacts, entries: u32)
         Some(libc::EPERM) => format!(
             "io_uring_setup returned EPERM ({err}): a seccomp profile blocks io_uring \
              (Docker 25+ and containerd RuntimeDefault do), or kernel.io_uring_disabled is set \
-             (value: {:?}); fix: run the container with the project's \
-             docker/seccomp profile that allows io_uring_setup/enter/register",
+             (value: {:?}); fix: run the container with a seccomp profile that allows \
+             io_uring_setup/enter/register (docker/seccomp-io_uring.py derives one; \
+             kernel-notes.md section 3)",
             facts.io_uring_disabled
         ),
         Some(libc::ENOMEM) if old_kernel => format!(

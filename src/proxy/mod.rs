@@ -343,7 +343,7 @@ impl Shard {
     ) -> Result<Summary, ProxyError> {
         let status = resp.status;
         if !matches!(status, 200 | 206 | 304) {
-            return Err(self.origin_error(&mut resp).await);
+            return Err(self.origin_error(&mut resp, request_id).await);
         }
         let is_head = head.method == Method::HEAD;
         // Framing towards the client (RFC 9112 section 6).
@@ -439,7 +439,7 @@ impl Shard {
 
     /// Read S3's (small) error body, log its Code and Message, and build the client error:
     /// 5xx -> 502, anything else keeps its status (DESIGN section 5).
-    async fn origin_error(&self, resp: &mut Response<'_>) -> ProxyError {
+    async fn origin_error(&self, resp: &mut Response<'_>, request_id: &str) -> ProxyError {
         let status = resp.status;
         let mut body = Vec::new();
         let _ = resp
@@ -453,7 +453,7 @@ impl Shard {
             Some(i) => format!("S3 error {}", i.code),
             None => format!("S3 answered {status}"),
         };
-        tracing::info!(status, s3_code = code, "S3 returned an error");
+        tracing::info!(request_id, status, s3_code = code, "S3 returned an error");
         if status >= 500 {
             return ProxyError::origin(ErrorKind::BadGateway, false, detail);
         }
