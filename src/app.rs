@@ -48,3 +48,33 @@ pub fn start(cfg: Config) -> Result<(runtime::Server<Shard>, runtime::Snapshot<P
     .map_err(|e| e.to_string())?;
     Ok((server, snapshot))
 }
+
+/// Re-read `path`, substitute, validate and publish it to every shard (DESIGN section 6, hot
+/// reload). Requests in flight keep the snapshot they started with; new requests see the new
+/// one. Returns the new config generation.
+///
+/// Errors (the running config stays in place): every validation error with its path, TLS
+/// material that cannot be loaded, or the restart-only keys that changed (`server.listen`,
+/// `server.shards`, `server.cpu_affinity`, `server.io_uring_entries`, `admin.listen`).
+/// Blocking (reads files): call it from the signal thread or the admin thread, never a shard.
+pub fn reload(
+    path: &std::path::Path,
+    snapshot: &runtime::Snapshot<Prepared>,
+) -> Result<u64, Vec<String>> {
+    let cfg = config::load_file(path).map_err(|errors| {
+        errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+    })?;
+    let restart = snapshot.load().config.restart_only_changes(&cfg);
+    if !restart.is_empty() {
+        return Err(restart
+            .into_iter()
+            .map(|key| format!("{key}: changing it needs a restart; reload rejected"))
+            .collect());
+    }
+    let prepared = Prepared::new(cfg)?;
+    Ok(snapshot.store(prepared))
+}

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _log_guard = yatagarasu::logging::init(&cfg.logging);
-    let (server, _snapshot) = match yatagarasu::app::start(cfg) {
+    let (server, snapshot) = match yatagarasu::app::start(cfg) {
         Ok(started) => started,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");
@@ -61,9 +61,15 @@ fn main() -> ExitCode {
         drivers = %drivers.join(","),
         "yatagarasu listening"
     );
-    if let Err(e) = yatagarasu_runtime::install_signal_handlers(&server, || {
-        tracing::warn!("SIGHUP received: hot reload arrives with the operations issue; ignoring");
-    }) {
+    let config_path = args.config.clone();
+    let on_reload = move || match yatagarasu::app::reload(&config_path, &snapshot) {
+        Ok(generation) => tracing::info!(config_generation = generation, "config reloaded"),
+        Err(errors) => tracing::error!(
+            errors = %errors.join("; "),
+            "config reload rejected; the running config stays in place"
+        ),
+    };
+    if let Err(e) = yatagarasu_runtime::install_signal_handlers(&server, on_reload) {
         tracing::error!(error = %e, "cannot install signal handlers");
         return ExitCode::from(2);
     }

@@ -170,7 +170,7 @@ pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Proxy {
@@ -214,7 +214,7 @@ impl Proxy {
                 child,
                 addr,
                 log,
-                _dir: dir,
+                dir,
             },
             Err(_) => {
                 let _ = child.kill();
@@ -231,6 +231,26 @@ impl Proxy {
     /// Everything the process printed so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Replace the config file and send SIGHUP; waits (up to 5 s) for the log line that says
+    /// whether the reload was applied or rejected, and returns that line.
+    pub fn reload(&self, yaml: &str) -> String {
+        let before = self.log.lock().unwrap().len();
+        std::fs::write(self.dir.path().join("config.yaml"), yaml).expect("rewrite config");
+        unsafe_kill(self.child.id(), "HUP");
+        for _ in 0..100 {
+            let log = self.log.lock().unwrap();
+            if let Some(line) = log[before..]
+                .iter()
+                .find(|l| l.contains("config reloaded") || l.contains("config reload rejected"))
+            {
+                return line.clone();
+            }
+            drop(log);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no reload outcome logged; log:\n{}", self.log_text());
     }
 
     /// The process id.
