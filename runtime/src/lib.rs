@@ -316,6 +316,7 @@ where
     {
         let spec = shard::ShardSpec {
             index,
+            shard_count: count,
             cpu,
             listener,
             io_uring_entries: opts.io_uring_entries,

@@ -84,6 +84,7 @@ pub struct ShardInfo {
 
 struct ShardInner {
     info: ShardInfo,
+    shard_count: usize,
     draining: Cell<bool>,
     drain_event: Rc<LocalNotify>,
     stopping: Cell<bool>,
@@ -113,10 +114,12 @@ impl std::fmt::Debug for ShardContext {
 }
 
 impl ShardContext {
-    fn new(info: ShardInfo) -> Self {
+    fn new(info: ShardInfo, shard_count: usize) -> Self {
+        debug_assert!(info.index < shard_count);
         Self {
             inner: Rc::new(ShardInner {
                 info,
+                shard_count,
                 draining: Cell::new(false),
                 drain_event: Rc::default(),
                 stopping: Cell::new(false),
@@ -128,6 +131,11 @@ impl ShardContext {
                 accept_canceller: RefCell::new(None),
             }),
         }
+    }
+
+    /// How many shards this server runs (per-shard budgets such as cache capacity divide by it).
+    pub fn shard_count(&self) -> usize {
+        self.inner.shard_count
     }
 
     /// Shard index, 0-based.
@@ -258,6 +266,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// Everything a shard thread needs, moved into it.
 pub(crate) struct ShardSpec<S, F, H> {
     pub index: usize,
+    pub shard_count: usize,
     pub cpu: Option<usize>,
     pub listener: std::net::TcpListener,
     pub io_uring_entries: u32,
@@ -285,6 +294,7 @@ where
     ON_SHARD.with(|f| f.set(true));
     let ShardSpec {
         index,
+        shard_count,
         cpu,
         listener,
         io_uring_entries,
@@ -323,6 +333,7 @@ where
     }
     let mut runtime = built.runtime;
     let running = Running {
+        shard_count,
         info: ShardInfo {
             index,
             cpu,
@@ -341,6 +352,7 @@ where
 }
 
 struct Running<S, F, H> {
+    shard_count: usize,
     info: ShardInfo,
     listener: std::net::TcpListener,
     make_state: Arc<F>,
@@ -387,7 +399,7 @@ where
             })
         }
     };
-    let ctx = ShardContext::new(r.info);
+    let ctx = ShardContext::new(r.info, r.shard_count);
     let make_state = Arc::clone(&r.make_state);
     let state = match std::panic::catch_unwind(AssertUnwindSafe(|| make_state(&ctx))) {
         Ok(s) => Rc::new(s),

@@ -11,16 +11,20 @@
 //! that goes away ends the upstream read at the next write (the upstream connection is closed,
 //! not pooled).
 
+pub mod cached;
 pub mod prepared;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header;
 use http::{HeaderMap, Method};
 use yatagarasu_runtime::{ShardContext, Snapshot};
 
+use crate::cache::memory::MemoryShard;
+use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
+use crate::cache::{storable_ttl, CacheKey, CachedObject};
 use crate::config::Addressing as ConfigAddressing;
 use crate::error::{json_body, ErrorKind, ProxyError};
 use crate::http::io::write_all;
@@ -116,6 +120,10 @@ pub struct Shard {
     local: RefCell<Rc<Local>>,
     upstream: Upstream,
     dates: DateCache,
+    /// This shard's part of the memory cache: `cache.memory.max_cache_size_mb` / shards.
+    memory: MemoryShard,
+    /// Misses being fetched right now, so concurrent misses for one key make one S3 request.
+    flights: SingleFlight<CacheKey, Rc<CachedObject>>,
     ctx: ShardContext,
 }
 
@@ -123,11 +131,15 @@ impl Shard {
     /// Build the state of the shard described by `ctx` from the shared `snapshot`.
     pub fn new(snapshot: Snapshot<Prepared>, ctx: ShardContext) -> Shard {
         let local = Local::build(snapshot.generation(), snapshot.load_full());
+        let total_bytes = local.prepared.config.cache.memory.max_cache_size_mb * MIB;
+        let memory = MemoryShard::new(total_bytes / ctx.shard_count().max(1) as u64);
         Shard {
             snapshot,
             local: RefCell::new(Rc::new(local)),
             upstream: Upstream::default(),
             dates: DateCache::default(),
+            memory,
+            flights: SingleFlight::new(),
             ctx,
         }
     }
@@ -146,6 +158,11 @@ impl Shard {
     /// The shard this state belongs to.
     pub fn context(&self) -> &ShardContext {
         &self.ctx
+    }
+
+    /// The shard's memory cache (counters, purges).
+    pub fn memory(&self) -> &MemoryShard {
+        &self.memory
     }
 }
 
@@ -302,6 +319,126 @@ impl Shard {
             )
         };
 
+        // Phase: cache lookup. Hits (fresh) are answered from memory, conditionals and Range
+        // included; a stale entry is revalidated with its ETag; a plain GET miss becomes the
+        // single-flight leader that fills the entry while streaming, or a follower that waits
+        // (bounded by first_byte_timeout_ms) for the leader's entry.
+        let cache = cache_plan(
+            &local.prepared,
+            index,
+            &key,
+            version_id.as_deref(),
+            self.memory.capacity(),
+        );
+        let mut fill = None;
+        let x_cache = if cache.is_some() { "MISS" } else { "BYPASS" };
+        if let Some(plan_c) = cache {
+            let plain_get = head.method == Method::GET && !has_conditionals_or_range(&head.headers);
+            let now = SystemTime::now();
+            if let Some(obj) = self.memory.get(&plan_c.key) {
+                if obj.is_fresh(now) {
+                    return Ok(self
+                        .answer_cached(head, conn, request_id, &obj, "HIT", index)
+                        .await);
+                }
+                match (&obj.etag, plain_get) {
+                    (Some(etag), true) => {
+                        self.memory.counters_mut(|c| c.revalidations += 1);
+                        let reval = RangePlan {
+                            range: None,
+                            injected: Some(("If-None-Match", etag.as_bytes().to_vec())),
+                        };
+                        let mut req = build_request(
+                            head,
+                            signer,
+                            "GET",
+                            &host,
+                            &canonical_uri,
+                            &query,
+                            &reval,
+                            Forward::InjectedOnly,
+                        );
+                        match self.upstream.send(&target, &mut req, false).await {
+                            Ok(r) if r.status == 304 => {
+                                // RFC 9111 section 4.3.4: merge the 304's fields into the entry.
+                                let fresh = obj.revalidated(&r.headers, now, plan_c.ttl);
+                                drop(r);
+                                self.memory
+                                    .counters_mut(|c| c.revalidated_not_modified += 1);
+                                match fresh {
+                                    Some(fresh) => {
+                                        let fresh = Rc::new(fresh);
+                                        self.memory.insert(plan_c.key.clone(), fresh.clone());
+                                        return Ok(self
+                                            .answer_cached(
+                                                head, conn, request_id, &fresh, "HIT", index,
+                                            )
+                                            .await);
+                                    }
+                                    // Became no-store: serve this once, keep it no longer.
+                                    None => {
+                                        self.memory.remove(&plan_c.key);
+                                        return Ok(self
+                                            .answer_cached(
+                                                head, conn, request_id, &obj, "BYPASS", index,
+                                            )
+                                            .await);
+                                    }
+                                }
+                            }
+                            Ok(r) if r.status == 200 => {
+                                // Changed in S3: stream the new body and replace the entry.
+                                return self
+                                    .respond(
+                                        head,
+                                        conn,
+                                        request_id,
+                                        r,
+                                        index,
+                                        Miss::filling(Fill::unguarded(plan_c)),
+                                    )
+                                    .await;
+                            }
+                            Ok(r) if r.status < 500 => {
+                                // Gone or forbidden now: drop the entry, report S3's answer.
+                                self.memory.remove(&plan_c.key);
+                                return self
+                                    .respond(head, conn, request_id, r, index, Miss::plain("MISS"))
+                                    .await;
+                            }
+                            // S3 unreachable or failing: serve the stale copy (RFC 9111 section 4.2.4).
+                            _ => {
+                                return Ok(self
+                                    .answer_cached(head, conn, request_id, &obj, "STALE", index)
+                                    .await)
+                            }
+                        }
+                    }
+                    _ => {
+                        self.memory.remove(&plan_c.key);
+                    }
+                }
+            }
+            if plain_get {
+                match self.flights.begin(&plan_c.key) {
+                    Flight::Leader(guard) => fill = Some(Fill::led(plan_c, guard)),
+                    Flight::Follower(waiter) => {
+                        self.memory.counters_mut(|c| c.single_flight_waits += 1);
+                        match monoio::time::timeout(prepared.first_byte_timeout, waiter.wait())
+                            .await
+                        {
+                            Ok(Some(obj)) => {
+                                return Ok(self
+                                    .answer_cached(head, conn, request_id, &obj, "HIT", index)
+                                    .await)
+                            }
+                            _ => self.memory.counters_mut(|c| c.single_flight_timeouts += 1),
+                        }
+                    }
+                }
+            }
+        }
+
         // Phase: send (and the If-Range fallback: a stale validator gives 200 with the full body).
         let mut req = build(method, Forward::All);
         let mut resp = self.upstream.send(&target, &mut req, is_head).await?;
@@ -329,7 +466,31 @@ impl Shard {
         }
 
         // Phase: respond.
-        self.respond(head, conn, request_id, resp, index).await
+        self.respond(head, conn, request_id, resp, index, Miss { fill, x_cache })
+            .await
+    }
+
+    /// Answer from a cached entry and count it.
+    async fn answer_cached(
+        &self,
+        head: &RequestHead,
+        conn: &mut Conn,
+        request_id: &str,
+        obj: &CachedObject,
+        x_cache: &'static str,
+        index: usize,
+    ) -> Summary {
+        let served = cached::serve(head, conn, &self.dates, request_id, obj, x_cache).await;
+        self.memory.counters_mut(|c| {
+            c.hits += 1;
+            c.bytes_from_cache += served.bytes;
+        });
+        Summary {
+            status: served.status,
+            bytes: served.bytes,
+            bucket: Some(index),
+            keep_alive: served.keep_alive,
+        }
     }
 
     /// Stream a 200/206/304 through, or turn an S3 error into ours.
@@ -340,7 +501,9 @@ impl Shard {
         request_id: &str,
         mut resp: Response<'_>,
         index: usize,
+        miss: Miss,
     ) -> Result<Summary, ProxyError> {
+        let Miss { fill, x_cache } = miss;
         let status = resp.status;
         if !matches!(status, 200 | 206 | 304) {
             return Err(self.origin_error(&mut resp, request_id).await);
@@ -359,18 +522,49 @@ impl Shard {
             !is_head && status != 304 && body_len.is_none() && head.version == Version::Http11;
         let mut keep_alive = conn.keep_alive && (body_len.is_some() || chunked || is_head);
 
+        // Fill while streaming: only a complete 200 to a plain GET whose length is declared,
+        // within the item limit, and storable per Cache-Control.
+        let mut fill = fill.and_then(|f| {
+            let ttl = storable_ttl(status, !is_head, &resp.headers, f.ttl)?;
+            let len = body_len?;
+            (status == 200 && !is_head && len <= f.max_item_bytes).then(|| Filling {
+                body: bytes::BytesMut::with_capacity(len as usize),
+                headers: Vec::new(),
+                ttl,
+                fill: f,
+            })
+        });
+        let x_cache = match (&fill, x_cache) {
+            (None, "MISS") if status == 200 => "BYPASS",
+            (_, x) => x,
+        };
+        self.memory.counters_mut(|c| {
+            if x_cache == "BYPASS" {
+                c.bypasses += 1
+            } else {
+                c.misses += 1
+            }
+        });
         let mut h = ResponseHead::new(&mut conn.wbuf, status);
         h.header("Date", &self.dates.now());
         for name in PASS_THROUGH {
             for v in resp.headers.get_all(name) {
                 h.header(canonical_name(name), v.as_bytes());
+                if let Some(f) = &mut fill {
+                    f.headers
+                        .push((http::HeaderName::from_static(name), v.clone()));
+                }
             }
         }
         for (name, v) in resp.headers.iter() {
             if name.as_str().starts_with("x-amz-meta-") {
                 h.header(name.as_str(), v.as_bytes());
+                if let Some(f) = &mut fill {
+                    f.headers.push((name.clone(), v.clone()));
+                }
             }
         }
+        h.header("X-Cache", x_cache.as_bytes());
         match body_len {
             Some(n) if status != 304 => {
                 h.header_u64("Content-Length", n);
@@ -411,6 +605,9 @@ impl Shard {
                     break;
                 }
             };
+            if let Some(f) = &mut fill {
+                f.body.extend_from_slice(&buf);
+            }
             if chunked {
                 let mut framed = Vec::with_capacity(n + 12);
                 framed.extend_from_slice(format!("{n:x}\r\n").as_bytes());
@@ -428,6 +625,18 @@ impl Shard {
         }
         if !ok || body_len.is_some_and(|n| n != sent) {
             keep_alive = false;
+        }
+        self.memory.counters_mut(|c| c.bytes_from_origin += sent);
+        if let Some(f) = fill {
+            // Inserted only when the body completed and its length matches Content-Length.
+            if ok && body_len == Some(f.body.len() as u64) && resp.body.is_done() {
+                let now = SystemTime::now();
+                let obj = Rc::new(CachedObject::new(f.body.freeze(), f.headers, now, f.ttl));
+                self.memory.insert(f.fill.key.clone(), obj.clone());
+                if let Some(guard) = f.fill.guard {
+                    guard.complete(Some(obj));
+                }
+            }
         }
         Ok(Summary {
             status,
@@ -565,6 +774,8 @@ enum Forward {
     ConditionalsOnly,
     /// None (a metadata HEAD of our own).
     Nothing,
+    /// Only the precondition in the plan (revalidating a cached entry).
+    InjectedOnly,
 }
 
 /// Fill what S3 left out of a 304 (ETag, Last-Modified, Cache-Control, Expires) or a 416
@@ -626,15 +837,15 @@ fn build_request(
     req.extend_from_slice(b"\r\nUser-Agent: ");
     req.extend_from_slice(USER_AGENT.as_bytes());
     req.extend_from_slice(b"\r\n");
-    if forward != Forward::Nothing {
+    if matches!(forward, Forward::All | Forward::ConditionalsOnly) {
         for name in &FORWARDED {
             for v in head.headers.get_all(name) {
                 push_header(&mut req, name.as_str(), v.as_bytes());
             }
         }
     }
-    if forward == Forward::All {
-        if let Some(range) = &plan.range {
+    if matches!(forward, Forward::All | Forward::InjectedOnly) {
+        if let Some(range) = plan.range.as_ref().filter(|_| forward == Forward::All) {
             push_header(&mut req, "Range", range);
         }
         if let Some((name, v)) = &plan.injected {
@@ -676,6 +887,120 @@ fn canonical_name(lower: &str) -> &'static str {
         "vary" => "Vary",
         _ => "X-Unknown",
     }
+}
+
+/// Bytes in a MiB.
+const MIB: u64 = 1024 * 1024;
+
+/// Where and how a request may use the memory cache.
+struct CachePlan {
+    key: CacheKey,
+    ttl: Duration,
+    max_item_bytes: u64,
+}
+
+/// The cache plan for bucket `index`, or `None` when its cache is off (bucket `cache.enabled:
+/// false`, or no memory configured).
+fn cache_plan(
+    prepared: &Prepared,
+    index: usize,
+    key: &[u8],
+    version_id: Option<&str>,
+    capacity: u64,
+) -> Option<CachePlan> {
+    let cfg = &prepared.config;
+    let bucket = &cfg.buckets[index];
+    if !bucket.cache.enabled || capacity == 0 {
+        return None;
+    }
+    let ttl = bucket
+        .cache
+        .ttl_seconds
+        .unwrap_or(cfg.cache.memory.default_ttl_seconds);
+    let max_item_mb = bucket
+        .cache
+        .max_item_size_mb
+        .unwrap_or(cfg.cache.memory.max_item_size_mb);
+    Some(CachePlan {
+        key: CacheKey::new(&bucket.name, key, version_id),
+        ttl: Duration::from_secs(ttl),
+        max_item_bytes: (max_item_mb * MIB).min(capacity),
+    })
+}
+
+/// A miss that may fill the cache, with the single-flight guard when this request leads.
+struct Fill {
+    key: CacheKey,
+    ttl: Duration,
+    max_item_bytes: u64,
+    guard: Option<LeaderGuard<CacheKey, Rc<CachedObject>>>,
+}
+
+impl Fill {
+    fn led(plan: CachePlan, guard: LeaderGuard<CacheKey, Rc<CachedObject>>) -> Fill {
+        Fill {
+            key: plan.key,
+            ttl: plan.ttl,
+            max_item_bytes: plan.max_item_bytes,
+            guard: Some(guard),
+        }
+    }
+
+    fn unguarded(plan: CachePlan) -> Fill {
+        Fill {
+            key: plan.key,
+            ttl: plan.ttl,
+            max_item_bytes: plan.max_item_bytes,
+            guard: None,
+        }
+    }
+}
+
+/// How a response that did not come from the cache relates to it: the fill it may make and the
+/// `X-Cache` value (`MISS`, or `BYPASS` for buckets without cache; downgraded to `BYPASS` when
+/// the response turns out not to be storable).
+struct Miss {
+    fill: Option<Fill>,
+    x_cache: &'static str,
+}
+
+impl Miss {
+    fn filling(fill: Fill) -> Miss {
+        Miss {
+            fill: Some(fill),
+            x_cache: "MISS",
+        }
+    }
+
+    fn plain(x_cache: &'static str) -> Miss {
+        Miss {
+            fill: None,
+            x_cache,
+        }
+    }
+}
+
+/// A fill in progress: the body so far and the headers to store.
+struct Filling {
+    body: bytes::BytesMut,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ttl: Duration,
+    fill: Fill,
+}
+
+/// Whether the request carries anything that makes its answer differ from the plain object
+/// (then it does not lead a fill; it is answered from an entry when one exists).
+fn has_conditionals_or_range(headers: &HeaderMap) -> bool {
+    [
+        header::RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|h| headers.contains_key(h))
 }
 
 #[cfg(test)]

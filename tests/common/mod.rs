@@ -130,9 +130,14 @@ pub fn bucket_yaml(
 /// overrides in `server_extra` (YAML lines indented by 2) and extra bucket entries appended.
 pub fn config(server_extra: &str, extra_buckets: &str) -> String {
     let b = backend();
+    // `server_extra` may set its own `shards:` (tests that need every connection on one shard).
+    let shards_line = if server_extra.contains("shards:") {
+        String::new()
+    } else {
+        format!("  shards: {}\n", shards())
+    };
     let mut s = format!(
-        "server:\n  listen: \"127.0.0.1:0\"\n  shards: {}\n  cpu_affinity: none\n  shutdown_grace_ms: 2000\n{server_extra}logging: {{level: info, format: json, access_log: true}}\nbuckets:\n",
-        shards()
+        "server:\n  listen: \"127.0.0.1:0\"\n{shards_line}  cpu_affinity: none\n  shutdown_grace_ms: 2000\n{server_extra}logging: {{level: info, format: json, access_log: true}}\nbuckets:\n"
     );
     s += &bucket_yaml(
         "public",
