@@ -7,6 +7,7 @@
 //! two together. Not on the hot path itself: this file only declares modules.
 
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;

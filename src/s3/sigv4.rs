@@ -843,7 +843,8 @@ mod tests {
     #[test]
     fn civil_from_days_agrees_with_day_counting() {
         // Walk 1970-01-01 .. 2400-12-31 day by day and compare with a naive calendar.
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
         for day in 0..157_054u64 {
             assert_eq!(civil_from_days(day), (y, m, d), "day {day}");
