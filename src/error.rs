@@ -24,6 +24,10 @@ pub enum ErrorKind {
     BadRequest,
     /// 404: no bucket routes the path, or the path names no object key.
     NotFound,
+    /// 401: no token, or a token that fails verification (RFC 6750 section 3).
+    Unauthorized,
+    /// 403: a valid token whose claims fail the bucket's rules.
+    Forbidden,
     /// 405: a method other than GET, HEAD or OPTIONS.
     MethodNotAllowed,
     /// 408: the request head did not arrive within `request_header_timeout_ms`.
@@ -52,6 +56,8 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,

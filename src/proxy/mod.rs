@@ -22,6 +22,7 @@ use http::header;
 use http::{HeaderMap, Method};
 use yatagarasu_runtime::{ShardContext, Snapshot};
 
+use crate::auth::{authenticate, extract_token, AuthError, TokenCache};
 use crate::cache::memory::MemoryShard;
 use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
 use crate::cache::{storable_ttl, CacheKey, CachedObject};
@@ -124,8 +125,17 @@ pub struct Shard {
     memory: MemoryShard,
     /// Misses being fetched right now, so concurrent misses for one key make one S3 request.
     flights: SingleFlight<CacheKey, Rc<CachedObject>>,
+    /// Verified tokens, so a reused token costs no RSA/ECDSA verification.
+    tokens: TokenCache,
     ctx: ShardContext,
 }
+
+/// Verified tokens kept per shard.
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
+/// How often the JWKS fetcher looks for due or requested refreshes.
+const JWKS_TICK: Duration = Duration::from_secs(1);
+/// Budget for one JWKS fetch.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Shard {
     /// Build the state of the shard described by `ctx` from the shared `snapshot`.
@@ -133,6 +143,10 @@ impl Shard {
         let local = Local::build(snapshot.generation(), snapshot.load_full());
         let total_bytes = local.prepared.config.cache.memory.max_cache_size_mb * MIB;
         let memory = MemoryShard::new(total_bytes / ctx.shard_count().max(1) as u64);
+        if ctx.index() == 0 {
+            // One JWKS fetcher for the whole process, on shard 0.
+            monoio::spawn(jwks_fetcher(snapshot.clone(), ctx.clone()));
+        }
         Shard {
             snapshot,
             local: RefCell::new(Rc::new(local)),
@@ -140,6 +154,7 @@ impl Shard {
             dates: DateCache::default(),
             memory,
             flights: SingleFlight::new(),
+            tokens: TokenCache::new(TOKEN_CACHE_ENTRIES),
             ctx,
         }
     }
@@ -268,6 +283,33 @@ impl Shard {
         }
         let key = decode_path(rest)
             .map_err(|e| ProxyError::client(ErrorKind::BadRequest, format!("invalid path: {e}")))?;
+        // Phase: auth, before any cache lookup (a private bucket's hit still needs a token).
+        if let Some(auth) = &local.prepared.buckets[index].auth {
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let result = match extract_token(auth.verifier.token_sources(), &head.headers, query) {
+                None => Err(AuthError::Missing),
+                Some(token) => authenticate(
+                    &auth.verifier,
+                    auth.jwks.as_deref(),
+                    &self.tokens,
+                    local.generation,
+                    &token,
+                    now,
+                ),
+            };
+            if let Err(e) = result {
+                let realm = &local.prepared.config.buckets[index].name;
+                let kind = if e.status() == 403 {
+                    ErrorKind::Forbidden
+                } else {
+                    ErrorKind::Unauthorized
+                };
+                return Err(ProxyError::client(kind, e.to_string())
+                    .with_header("WWW-Authenticate", e.www_authenticate(realm)));
+            }
+        }
         let version_id = query.and_then(|q| {
             query_pairs(q)
                 .find(|(k, _)| k == "versionId")
@@ -886,6 +928,53 @@ fn canonical_name(lower: &str) -> &'static str {
         "x-amz-version-id" => "x-amz-version-id",
         "vary" => "Vary",
         _ => "X-Unknown",
+    }
+}
+
+/// The process-wide JWKS fetcher (runs on shard 0): fetches every JWKS URL of the current config
+/// at start, then every `jwks_refresh_seconds`, and early (rate-limited by the store to once per
+/// 30 s) when a core saw an unknown `kid`. A failed fetch keeps the previous keys. Uses our own
+/// upstream client (HTTPS, timeouts) with its own small pool; ends when the shard drains.
+async fn jwks_fetcher(snapshot: Snapshot<Prepared>, ctx: ShardContext) {
+    let upstream = Upstream::default();
+    let mut fetched_at: std::collections::HashMap<String, Instant> = Default::default();
+    loop {
+        let prepared = snapshot.load_full();
+        for source in &prepared.jwks {
+            let due = fetched_at
+                .get(&source.url)
+                .is_none_or(|at| at.elapsed() >= source.refresh)
+                || source.store.wants_refresh();
+            if !due {
+                continue;
+            }
+            match crate::auth::fetch_jwks(
+                &upstream,
+                &source.url,
+                source.tls.as_ref(),
+                JWKS_FETCH_TIMEOUT,
+            )
+            .await
+            {
+                Ok(set) => {
+                    let generation = source.store.replace(set);
+                    tracing::info!(url = %source.url, jwks_generation = generation, keys = source.store.len(), "jwks refreshed");
+                }
+                Err(e) => {
+                    tracing::warn!(url = %source.url, error = %e, "jwks refresh failed; keeping the previous keys")
+                }
+            }
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            source.store.mark_refreshed(now);
+            fetched_at.insert(source.url.clone(), Instant::now());
+        }
+        let draining = ctx.draining();
+        monoio::select! {
+            _ = monoio::time::sleep(JWKS_TICK) => {}
+            _ = draining => return,
+        }
     }
 }
 

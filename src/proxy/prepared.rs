@@ -7,7 +7,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use crate::auth::{JwksStore, Verifier};
 
 use crate::config::{Config, Scheme};
 use crate::http::request::Limits;
@@ -25,6 +28,43 @@ pub struct Prepared {
     pub buckets: Vec<PreparedBucket>,
     /// Connection settings for the HTTP server loop.
     pub settings: ServerSettings,
+    /// Every distinct JWKS URL in use, for the process-wide fetcher.
+    pub jwks: Vec<JwksSource>,
+}
+
+/// One JWKS endpoint: its key store (shared by all cores and kept across reloads) and how to
+/// fetch it.
+pub struct JwksSource {
+    /// The endpoint.
+    pub url: String,
+    /// The keys published to every core.
+    pub store: Arc<JwksStore>,
+    /// TLS connector (system roots) for an https URL.
+    pub tls: Option<monoio_rustls::TlsConnector>,
+    /// Scheduled refresh interval (`jwks_refresh_seconds`).
+    pub refresh: Duration,
+}
+
+/// JWT settings of a private bucket.
+pub struct BucketAuth {
+    /// Keys, algorithms, claims rules and token sources.
+    pub verifier: Arc<Verifier>,
+    /// The JWKS store when the settings name a `jwks_url`.
+    pub jwks: Option<Arc<JwksStore>>,
+}
+
+/// The JWKS store for `url`: one per URL for the life of the process, so a reload that keeps the
+/// URL keeps the fetched keys. Touched only on the main and signal threads (never a shard).
+fn jwks_store(url: &str) -> Arc<JwksStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<JwksStore>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    stores
+        .entry(url.to_owned())
+        .or_insert_with(JwksStore::new)
+        .clone()
 }
 
 /// Per-bucket derived state.
@@ -38,6 +78,8 @@ pub struct PreparedBucket {
     pub connect_timeout: Duration,
     /// First-byte and body-stall budget.
     pub first_byte_timeout: Duration,
+    /// JWT settings when `auth.enabled` (bucket `auth.jwt`, else top-level `jwt`).
+    pub auth: Option<BucketAuth>,
 }
 
 impl Prepared {
@@ -47,6 +89,7 @@ impl Prepared {
         let mut errors = Vec::new();
         let mut tls_by_ca: HashMap<Option<PathBuf>, monoio_rustls::TlsConnector> = HashMap::new();
         let mut buckets = Vec::with_capacity(config.buckets.len());
+        let mut jwks: Vec<JwksSource> = Vec::new();
         for (i, b) in config.buckets.iter().enumerate() {
             let ep = &b.s3.endpoint;
             let tls = match ep.scheme {
@@ -79,11 +122,49 @@ impl Prepared {
                 pool_key.push_str("#ca=");
                 pool_key.push_str(&ca.to_string_lossy());
             }
+            let auth = match config.jwt_for(b) {
+                None => None,
+                Some(jwt) => match Verifier::from_config(jwt) {
+                    Ok(verifier) => {
+                        let jwks = verifier.jwks_url().map(|url| {
+                            let store = jwks_store(url);
+                            if !jwks.iter().any(|j: &JwksSource| j.url == url) {
+                                let tls = url.starts_with("https://").then(|| {
+                                    tls::client_config(None).map(monoio_rustls::TlsConnector::from)
+                                });
+                                match tls.transpose() {
+                                    Ok(tls) => jwks.push(JwksSource {
+                                        url: url.to_owned(),
+                                        store: store.clone(),
+                                        tls,
+                                        refresh: Duration::from_secs(
+                                            verifier.jwks_refresh_seconds().max(1),
+                                        ),
+                                    }),
+                                    Err(e) => {
+                                        errors.push(format!("buckets[{i}].auth: jwks_url: {e}"))
+                                    }
+                                }
+                            }
+                            store
+                        });
+                        Some(BucketAuth {
+                            verifier: Arc::new(verifier),
+                            jwks,
+                        })
+                    }
+                    Err(errs) => {
+                        errors.extend(errs.into_iter().map(|e| format!("buckets[{i}].auth: {e}")));
+                        None
+                    }
+                },
+            };
             buckets.push(PreparedBucket {
                 tls,
                 pool_key,
                 connect_timeout: Duration::from_millis(b.s3.connect_timeout_ms),
                 first_byte_timeout: Duration::from_millis(b.s3.first_byte_timeout_ms),
+                auth,
             });
         }
         if !errors.is_empty() {
@@ -112,6 +193,7 @@ impl Prepared {
             router,
             buckets,
             settings,
+            jwks,
         })
     }
 }
