@@ -327,3 +327,40 @@ fn jwks_rotation_and_outage() {
     });
     assert_eq!(get(&new), 200, "keys kept while the JWKS endpoint is down");
 }
+
+#[test]
+fn sighup_with_a_new_secret_applies_and_drops_cached_verifications() {
+    let proxy = Proxy::start(&auth_config(0));
+    let old = format!("Bearer {}", hs256(admin()));
+    assert_eq!(
+        proxy
+            .get("/private/secret.txt", &[("Authorization", &old)])
+            .status,
+        200
+    );
+    let rotated = "rotated-secret-for-the-reload-test-987654";
+    let line = proxy.reload(&auth_config(0).replace(SECRET, rotated));
+    assert!(line.contains("config reloaded"), "{line}");
+    let new = encode(
+        &Header::new(Algorithm::HS256),
+        &admin(),
+        &EncodingKey::from_secret(rotated.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        proxy
+            .get(
+                "/private/secret.txt",
+                &[("Authorization", &format!("Bearer {new}"))]
+            )
+            .status,
+        200
+    );
+    assert_eq!(
+        proxy
+            .get("/private/secret.txt", &[("Authorization", &old)])
+            .status,
+        401,
+        "the old secret's token, verified and cached before, is rejected after the reload"
+    );
+}
