@@ -201,16 +201,22 @@ impl Proxy {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("yatagarasu listening") {
-                        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                        if let Some(addr) = v["listen"]
-                            .as_str()
-                            .and_then(|a| a.parse::<SocketAddr>().ok())
-                        {
-                            let _ = tx.send(addr);
-                        }
-                    }
+                    // Record the line before announcing it, so `log_text()` already holds the
+                    // startup line when `start` returns.
+                    let listening = line
+                        .contains("yatagarasu listening")
+                        .then(|| {
+                            serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default()
+                        })
+                        .and_then(|v| {
+                            v["listen"]
+                                .as_str()
+                                .and_then(|a| a.parse::<SocketAddr>().ok())
+                        });
                     log.lock().unwrap().push(line);
+                    if let Some(addr) = listening {
+                        let _ = tx.send(addr);
+                    }
                 }
             });
         }
