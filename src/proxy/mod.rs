@@ -25,7 +25,7 @@ use yatagarasu_runtime::{ShardContext, Snapshot};
 use crate::auth::{authenticate, extract_token, AuthError, TokenCache};
 use crate::cache::memory::MemoryShard;
 use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
-use crate::cache::{storable_ttl, CacheKey, CachedObject};
+use crate::cache::{storable_ttl, CacheKey, CachedObject, STORED_HEADERS};
 use crate::config::Addressing as ConfigAddressing;
 use crate::error::{json_body, ErrorKind, ProxyError};
 use crate::http::io::write_all;
@@ -50,22 +50,13 @@ pub const ALLOW: &str = "GET, HEAD, OPTIONS";
 /// Sent upstream as User-Agent.
 const USER_AGENT: &str = concat!("yatagarasu/", env!("CARGO_PKG_VERSION"));
 
-/// Response headers passed from S3 to the client (RFC 9110 representation and validator fields,
-/// plus S3's version id). Everything else, hop-by-hop fields included, is dropped.
-const PASS_THROUGH: [&str; 12] = [
-    "content-type",
-    "etag",
-    "last-modified",
-    "accept-ranges",
-    "content-range",
-    "cache-control",
-    "content-encoding",
-    "content-disposition",
-    "content-language",
-    "expires",
-    "x-amz-version-id",
-    "vary",
-];
+/// Response headers passed from S3 to the client: the fields a cache entry stores
+/// ([`STORED_HEADERS`]: representation and validator fields, S3's version id) plus
+/// `Content-Range` for 206. Everything else, hop-by-hop fields included, is dropped. One list
+/// for both, so a cached answer and a streamed one carry the same fields.
+fn pass_through() -> impl Iterator<Item = &'static str> {
+    STORED_HEADERS.into_iter().chain(["content-range"])
+}
 
 /// Request headers forwarded to S3 (conditionals and Range; If-Range is evaluated here).
 const FORWARDED: [header::HeaderName; 4] = [
@@ -168,16 +159,6 @@ impl Shard {
             *local = Rc::new(Local::build(generation, self.snapshot.load_full()));
         }
         local.clone()
-    }
-
-    /// The shard this state belongs to.
-    pub fn context(&self) -> &ShardContext {
-        &self.ctx
-    }
-
-    /// The shard's memory cache (counters, purges).
-    pub fn memory(&self) -> &MemoryShard {
-        &self.memory
     }
 }
 
@@ -571,7 +552,6 @@ impl Shard {
             let len = body_len?;
             (status == 200 && !is_head && len <= f.max_item_bytes).then(|| Filling {
                 body: bytes::BytesMut::with_capacity(len as usize),
-                headers: Vec::new(),
                 ttl,
                 fill: f,
             })
@@ -589,21 +569,14 @@ impl Shard {
         });
         let mut h = ResponseHead::new(&mut conn.wbuf, status);
         h.header("Date", &self.dates.now());
-        for name in PASS_THROUGH {
+        for name in pass_through() {
             for v in resp.headers.get_all(name) {
                 h.header(canonical_name(name), v.as_bytes());
-                if let Some(f) = &mut fill {
-                    f.headers
-                        .push((http::HeaderName::from_static(name), v.clone()));
-                }
             }
         }
         for (name, v) in resp.headers.iter() {
             if name.as_str().starts_with("x-amz-meta-") {
                 h.header(name.as_str(), v.as_bytes());
-                if let Some(f) = &mut fill {
-                    f.headers.push((name.clone(), v.clone()));
-                }
             }
         }
         h.header("X-Cache", x_cache.as_bytes());
@@ -673,7 +646,12 @@ impl Shard {
             // Inserted only when the body completed and its length matches Content-Length.
             if ok && body_len == Some(f.body.len() as u64) && resp.body.is_done() {
                 let now = SystemTime::now();
-                let obj = Rc::new(CachedObject::new(f.body.freeze(), f.headers, now, f.ttl));
+                let obj = Rc::new(CachedObject::from_response(
+                    f.body.freeze(),
+                    &resp.headers,
+                    now,
+                    f.ttl,
+                ));
                 self.memory.insert(f.fill.key.clone(), obj.clone());
                 if let Some(guard) = f.fill.guard {
                     guard.complete(Some(obj));
@@ -1069,10 +1047,10 @@ impl Miss {
     }
 }
 
-/// A fill in progress: the body so far and the headers to store.
+/// A fill in progress: the body so far (the stored headers are taken from the response at the
+/// end, by the same filter the cache uses).
 struct Filling {
     body: bytes::BytesMut,
-    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     ttl: Duration,
     fill: Fill,
 }
@@ -1139,7 +1117,7 @@ mod tests {
 
     #[test]
     fn pass_through_names_are_all_canonicalised() {
-        for name in PASS_THROUGH {
+        for name in pass_through() {
             assert_ne!(canonical_name(name), "X-Unknown", "{name}");
             assert!(canonical_name(name).eq_ignore_ascii_case(name));
         }

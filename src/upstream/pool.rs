@@ -56,9 +56,4 @@ impl Pool {
         });
         debug_assert!(list.len() <= MAX_IDLE_PER_KEY);
     }
-
-    /// Number of idle connections for `key` (tests and metrics).
-    pub fn idle_count(&self, key: &str) -> usize {
-        self.idle.borrow().get(key).map_or(0, Vec::len)
-    }
 }
