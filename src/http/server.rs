@@ -290,9 +290,31 @@ async fn write_plain_error(
     res
 }
 
-/// A new request id: a random UUID v4 in hyphenated form (36 bytes).
+/// A new request id: a UUID v4 in hyphenated form (36 bytes).
+///
+/// Hot path: drawn from a per-thread SplitMix64 stream seeded once from the OS (one `getrandom`
+/// per thread, not per request: the syscall was 4.5% of a cache hit's cycles). Ids are unique
+/// (2^64 period per thread, random 64-bit seeds across threads) but not secret; nothing may use
+/// them as tokens.
 pub fn new_request_id() -> String {
-    uuid::Uuid::new_v4().hyphenated().to_string()
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
+    }
+    let next = || {
+        STATE.with(|st| {
+            let mut z = st.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            st.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    };
+    let bits = (u128::from(next()) << 64) | u128::from(next());
+    uuid::Builder::from_random_bytes(bits.to_be_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// The request id to use for `head`: the client's `X-Request-Id` if it is 1 to 128 bytes of
@@ -310,4 +332,21 @@ pub fn request_id_for(head: &RequestHead) -> String {
         }
     }
     new_request_id()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_v4_uuids() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(id.len(), 36);
+        }
+    }
 }
