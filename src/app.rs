@@ -1,15 +1,21 @@
 //! Wiring between the config, the runtime crate and the proxy: config -> runtime options, the
 //! shared snapshot, and the per-shard state factory. Used by `main` and by in-process tests.
 //!
-//! Not on the hot path: runs at startup (and, later, on reload).
+//! Not on the hot path: runs at startup and on reload.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use yatagarasu_runtime as runtime;
 
+use crate::admin::{self, health::Health};
 use crate::config::{self, Config};
+use crate::metrics::Metrics;
 use crate::proxy::prepared::Prepared;
-use crate::proxy::Shard;
+use crate::proxy::{Services, Shard};
 
 /// Runtime options for `cfg.server`.
 pub fn runtime_options(cfg: &Config) -> runtime::Options {
@@ -33,20 +39,120 @@ pub fn runtime_options(cfg: &Config) -> runtime::Options {
     }
 }
 
-/// Start every shard serving the proxy for `cfg`. Errors: TLS material that cannot be loaded
-/// (one line per bucket), or the runtime's start error (bind, CPU ids, threads).
-pub fn start(cfg: Config) -> Result<(runtime::Server<Shard>, runtime::Snapshot<Prepared>), String> {
+/// A started proxy: the shards, the shared config snapshot, the reload entry point, the
+/// admin listener's address and the process-wide services.
+pub struct Running {
+    /// The shards.
+    pub server: runtime::Server<Shard>,
+    /// The config every shard reads.
+    pub snapshot: runtime::Snapshot<Prepared>,
+    /// Reload entry point (SIGHUP and `POST /admin/reload`).
+    pub reloader: Arc<Reloader>,
+    /// Metrics and readiness shared by the shards and the admin thread.
+    pub services: Services,
+    /// Where the admin listener is bound (port 0 resolved).
+    pub admin_addr: SocketAddr,
+}
+
+/// Start the proxy for `cfg` read from `path`: bind the admin listener, start every shard,
+/// then the admin thread (listener + readiness probes).
+///
+/// Errors: TLS material that cannot be loaded (one line per bucket), an admin listener that
+/// may not or cannot be bound ([`admin::bind`]), the runtime's start error (bind, CPU ids,
+/// threads), or the admin thread not starting.
+pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
     let options = runtime_options(&cfg);
+    let admin_listener = admin::bind(&cfg)?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| format!("admin.listen: {e}"))?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::new(
+        metrics.clone(),
+        cfg.buckets.iter().map(|b| b.name.clone()),
+    ));
+    let services = Services {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
     let prepared = Prepared::new(cfg).map_err(|errs| errs.join("\n"))?;
     let snapshot = runtime::Snapshot::new(prepared);
+    metrics
+        .config_generation
+        .store(snapshot.generation(), Ordering::Relaxed);
     let for_shards = snapshot.clone();
+    let shard_services = services.clone();
     let server = runtime::start(
         options,
-        move |ctx: &runtime::ShardContext| Shard::new(for_shards.clone(), ctx.clone()),
+        move |ctx: &runtime::ShardContext| {
+            Shard::new(for_shards.clone(), ctx.clone(), &shard_services)
+        },
         crate::http::server::serve,
     )
     .map_err(|e| e.to_string())?;
-    Ok((server, snapshot))
+    let reloader = Arc::new(Reloader {
+        path: path.to_owned(),
+        snapshot: snapshot.clone(),
+        metrics: metrics.clone(),
+        lock: Mutex::new(()),
+    });
+    admin::start(
+        admin_listener,
+        admin::AdminState {
+            snapshot: snapshot.clone(),
+            control: server.control(),
+            metrics,
+            health,
+            reloader: reloader.clone(),
+        },
+    )
+    .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    Ok(Running {
+        server,
+        snapshot,
+        reloader,
+        services,
+        admin_addr,
+    })
+}
+
+/// The one reload path, shared by SIGHUP and `POST /admin/reload`: serialised (one reload at a
+/// time), announced to systemd (`RELOADING=1`, then `READY=1`), counted in the metrics
+/// (`config_reloads_total{result}`, `config_generation`) and logged.
+pub struct Reloader {
+    path: PathBuf,
+    snapshot: runtime::Snapshot<Prepared>,
+    metrics: Arc<Metrics>,
+    lock: Mutex<()>,
+}
+
+impl Reloader {
+    /// Reload from the config file ([`reload`]); `source` names the trigger in the log
+    /// (`SIGHUP`, `admin API`). Blocking: call it off the shards.
+    pub fn reload(&self, source: &str) -> Result<u64, Vec<String>> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        runtime::notify_reloading();
+        let result = reload(&self.path, &self.snapshot);
+        match &result {
+            Ok(generation) => {
+                self.metrics
+                    .config_generation
+                    .store(*generation, Ordering::Relaxed);
+                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(source, config_generation = generation, "config reloaded");
+            }
+            Err(errors) => {
+                self.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    source,
+                    errors = %errors.join("; "),
+                    "config reload rejected; the running config stays in place"
+                );
+            }
+        }
+        runtime::notify_ready();
+        result
+    }
 }
 
 /// Re-read `path`, substitute, validate and publish it to every shard (DESIGN section 6, hot

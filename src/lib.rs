@@ -6,6 +6,7 @@
 //! signals, drain, config snapshots) lives in the `yatagarasu-runtime` crate; [`app`] wires the
 //! two together. Not on the hot path itself: this file only declares modules.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cache;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod s3;

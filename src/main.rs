@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _log_guard = yatagarasu::logging::init(&cfg.logging);
-    let (server, snapshot) = match yatagarasu::app::start(cfg) {
+    let running = match yatagarasu::app::start(cfg, &args.config) {
         Ok(started) => started,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let server = running.server;
     let drivers: Vec<String> = server
         .shards()
         .iter()
@@ -57,22 +58,20 @@ fn main() -> ExitCode {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %server.local_addr(),
+        admin = %running.admin_addr,
         shards = server.shards().len(),
         drivers = %drivers.join(","),
         "yatagarasu listening"
     );
-    let config_path = args.config.clone();
-    let on_reload = move || match yatagarasu::app::reload(&config_path, &snapshot) {
-        Ok(generation) => tracing::info!(config_generation = generation, "config reloaded"),
-        Err(errors) => tracing::error!(
-            errors = %errors.join("; "),
-            "config reload rejected; the running config stays in place"
-        ),
+    let reloader = running.reloader;
+    let on_reload = move || {
+        let _ = reloader.reload("SIGHUP");
     };
     if let Err(e) = yatagarasu_runtime::install_signal_handlers(&server, on_reload) {
         tracing::error!(error = %e, "cannot install signal handlers");
         return ExitCode::from(2);
     }
+    yatagarasu_runtime::notify_ready();
     match server.wait() {
         Ok(()) => {
             tracing::info!("drained, exiting");

@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+mod control_thread;
 mod driver;
 mod error;
 mod listener;
@@ -37,6 +38,7 @@ mod notify;
 mod shard;
 mod signals;
 mod snapshot;
+mod systemd;
 mod topology;
 
 use std::{
@@ -48,6 +50,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use control_thread::spawn_control_thread;
 pub use driver::{legacy_forced_by_env, Driver};
 pub use error::{MailboxErrorKind, RuntimeError};
 pub use listener::LISTEN_BACKLOG;
@@ -55,6 +58,7 @@ pub use mailbox::{Control, Job, BROADCAST_TIMEOUT, MAILBOX_CAPACITY};
 pub use shard::{ShardContext, ShardInfo};
 pub use signals::install_signal_handlers;
 pub use snapshot::Snapshot;
+pub use systemd::{notify_ready, notify_reloading, notify_stopping};
 pub use topology::{resolve_shards, CpuAffinity, ShardPlan, Shards, MAX_SHARDS};
 
 use mailbox::{Phase, Shared};

@@ -78,6 +78,9 @@ impl<S> Shared<S> {
         if prev >= to as u8 {
             return false;
         }
+        if prev < Phase::Draining as u8 {
+            crate::systemd::notify_stopping();
+        }
         for tx in &self.phase_tx {
             // Cannot be full (capacity 2, at most two transitions); Closed means the shard
             // already exited.

@@ -1,9 +1,11 @@
 //! The per-core memory shard: a `quick_cache::unsync::Cache` (CLOCK-Pro admission and eviction)
-//! of `Rc<CachedObject>` weighed in bytes, plus the shard's cache counters.
+//! of `Rc<CachedObject>` weighed in bytes, which keeps its bucket's cache gauges and counters
+//! (items, bytes, inserts, evictions, rejections in [`crate::metrics::BucketMetrics`]) exact.
 //!
 //! Hot path: [`MemoryShard::get`] is one hash probe and an `Rc` clone (~17 ns, no allocation);
 //! [`MemoryShard::insert`] two probes plus eviction work (~180 ns in steady state),
-//! allocation-free unless it evicts more than one entry. Hit ratio under Zipf(1.0) over 100k
+//! allocation-free unless it evicts more than one entry; each insert, removal or eviction also
+//! looks up its bucket's metrics (one uncontended mutex and a map probe, ~30 ns, miss path only). Hit ratio under Zipf(1.0) over 100k
 //! keys: 0.60 / 0.77 / 0.86 with 1% / 10% / 30% of the working set (ideal static: 0.62 / 0.81 /
 //! 0.90; `benches/cache.rs`).
 //!
@@ -12,13 +14,16 @@
 //! can be held across an `.await` by construction; callers get an owned `Rc` and may hold it as
 //! long as they like (the entry is immutable, eviction only drops the cache's reference).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use quick_cache::unsync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use super::entry::{CacheKey, CachedObject};
+use crate::metrics::ShardMetrics;
 
 /// Fraction of the capacity quick_cache keeps for its "hot" section; an item heavier than this
 /// share of the capacity is never admitted (quick_cache drops it silently; we count it).
@@ -29,36 +34,6 @@ const ESTIMATED_ENTRY_BYTES: u64 = 16 * 1024;
 
 /// Upper bound on the entries the tables are pre-sized for (they still grow past it).
 const MAX_ESTIMATED_ENTRIES: u64 = 1 << 20;
-
-/// A snapshot of one shard's cache counters (totals since the shard started).
-///
-/// `hits`/`misses`/`bypasses` count responses by `X-Cache` outcome; `inserts` entries admitted;
-/// `evictions` entries pushed out by capacity (not replacements, purges or removals);
-/// `rejected_too_large` inserts refused because the entry outweighs the shard
-/// ([`MemoryShard::max_entry_weight`]); `bytes_from_cache`/`bytes_from_origin` body bytes sent to
-/// clients from an entry / streamed from S3; `revalidations` conditional GETs sent for stale
-/// entries, `revalidated_not_modified` those answered 304; `single_flight_waits` followers that
-/// waited for another request's fetch, `single_flight_timeouts` those that gave up and fetched
-/// themselves.
-#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CacheCounters {
-    pub hits: u64,
-    pub misses: u64,
-    pub bypasses: u64,
-    pub inserts: u64,
-    pub evictions: u64,
-    pub rejected_too_large: u64,
-    pub bytes_from_cache: u64,
-    pub bytes_from_origin: u64,
-    pub revalidations: u64,
-    pub revalidated_not_modified: u64,
-    pub single_flight_waits: u64,
-    pub single_flight_timeouts: u64,
-}
-
-fn bump(c: &mut u64, n: u64) {
-    *c = c.wrapping_add(n);
-}
 
 /// Weighs an entry as its key plus [`CachedObject::weight`] (always > 0).
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,14 +82,21 @@ type Inner = Cache<CacheKey, Rc<CachedObject>, EntryWeighter, DefaultHashBuilder
 pub struct MemoryShard {
     cache: RefCell<Inner>,
     capacity_bytes: u64,
-    /// Written only by the owning core; a 96-byte copy per update.
-    counters: Cell<CacheCounters>,
+    /// Where the per-bucket cache gauges and counters live (written only by this core).
+    metrics: Arc<ShardMetrics>,
 }
 
 impl MemoryShard {
-    /// A shard holding at most `capacity_bytes` of entry weight (the shard's share of
-    /// `cache.memory.max_cache_size_mb`). 0 makes a shard that admits nothing.
+    /// A shard holding at most `capacity_bytes` of entry weight, counting into metrics of its
+    /// own (benches, tests). See [`MemoryShard::with_metrics`].
     pub fn new(capacity_bytes: u64) -> Self {
+        Self::with_metrics(capacity_bytes, Arc::new(ShardMetrics::standalone()))
+    }
+
+    /// A shard holding at most `capacity_bytes` of entry weight (the shard's share of
+    /// `cache.memory.max_cache_size_mb`), keeping `metrics`' per-bucket cache series. 0 makes a
+    /// shard that admits nothing.
+    pub fn with_metrics(capacity_bytes: u64, metrics: Arc<ShardMetrics>) -> Self {
         let estimated = (capacity_bytes / ESTIMATED_ENTRY_BYTES).clamp(16, MAX_ESTIMATED_ENTRIES);
         let mut options = OptionsBuilder::new();
         options
@@ -137,7 +119,7 @@ impl MemoryShard {
         MemoryShard {
             cache: RefCell::new(cache),
             capacity_bytes,
-            counters: Cell::new(CacheCounters::default()),
+            metrics,
         }
     }
 
@@ -149,7 +131,7 @@ impl MemoryShard {
 
     /// Insert `obj` under `key`, replacing any entry for it, evicting others as needed.
     ///
-    /// Returns `false` (and counts `rejected_too_large`) when the entry's weight exceeds
+    /// Returns `false` (and counts `cache_rejected`) when the entry's weight exceeds
     /// [`MemoryShard::max_entry_weight`]: quick_cache silently refuses such items, and any
     /// older entry for `key` is removed too (it no longer matches S3). Counts `inserts` and
     /// every entry evicted to make room. Inserting the `Rc` already stored is a no-op.
@@ -158,6 +140,8 @@ impl MemoryShard {
         // The rejected one is this very key object (its buffer address is unique while both are
         // alive); the replaced one has an equal key (cloned only when replacing: revalidations).
         let new_key = key.identity();
+        let new_weight = weight(&key, &obj);
+        let new_metrics = self.metrics.bucket(key.bucket());
         let mut log = Evicted::default();
         let replaced_key = {
             let mut cache = self.cache.borrow_mut();
@@ -170,22 +154,25 @@ impl MemoryShard {
             replaced_key
         };
         let mut admitted = true;
-        let mut evictions = 0;
         for (k, v) in log.iter() {
+            let m = self.metrics.bucket(k.bucket());
             if Rc::ptr_eq(v, &obj) && k.identity() == new_key {
                 admitted = false;
-            } else if replaced_key.as_ref() != Some(k) {
-                evictions += 1;
+                m.cache_rejected.inc();
+                continue;
+            }
+            // Replaced or evicted: it leaves the shard either way.
+            m.cache_items.add(-1);
+            m.cache_bytes.add(-(weight(k, v) as i64));
+            if replaced_key.as_ref() != Some(k) {
+                m.cache_evictions.inc();
             }
         }
-        self.counters_mut(|c| {
-            bump(&mut c.evictions, evictions);
-            if admitted {
-                bump(&mut c.inserts, 1);
-            } else {
-                bump(&mut c.rejected_too_large, 1);
-            }
-        });
+        if admitted {
+            new_metrics.cache_inserts.inc();
+            new_metrics.cache_items.add(1);
+            new_metrics.cache_bytes.add(new_weight as i64);
+        }
         debug_assert!(self.weight() <= self.capacity_bytes);
         admitted
         // `log` (the evicted entries) drops here, after the borrow ended.
@@ -194,24 +181,77 @@ impl MemoryShard {
     /// Remove the entry for `key`; whether there was one.
     pub fn remove(&self, key: &CacheKey) -> bool {
         let removed = self.cache.borrow_mut().remove(key);
-        removed.is_some()
+        match removed {
+            Some((k, v)) => {
+                self.forget(&k, &v);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Remove every entry of config bucket `bucket` (admin purge, bucket removed or changed by a
     /// reload); returns how many. O(entries in the shard).
     pub fn purge_bucket(&self, bucket: &str) -> usize {
-        let mut cache = self.cache.borrow_mut();
-        let before = cache.len();
-        cache.retain(|k, _| k.bucket_bytes() != bucket.as_bytes());
-        before - cache.len()
+        self.purge_where(|k| k.bucket_bytes() == bucket.as_bytes())
+    }
+
+    /// Remove every entry of object `key` in config bucket `bucket`, whatever its versionId;
+    /// returns how many. O(entries in the shard).
+    pub fn purge_object(&self, bucket: &str, key: &[u8]) -> usize {
+        self.purge_where(|k| k.bucket_bytes() == bucket.as_bytes() && k.key() == key)
     }
 
     /// Remove every entry; returns how many.
     pub fn clear(&self) -> usize {
-        let mut cache = self.cache.borrow_mut();
-        let n = cache.len();
-        cache.clear();
-        n
+        self.purge_where(|_| true)
+    }
+
+    /// Remove the entries whose key matches, keeping the bucket gauges exact.
+    fn purge_where(&self, matches: impl Fn(&CacheKey) -> bool) -> usize {
+        // quick_cache's `retain` takes an `Fn`: tally through a RefCell.
+        let gone: RefCell<HashMap<String, (i64, i64)>> = RefCell::default();
+        self.cache.borrow_mut().retain(|k, v| {
+            if !matches(k) {
+                return true;
+            }
+            let mut gone = gone.borrow_mut();
+            let e = gone.entry(k.bucket().to_owned()).or_default();
+            e.0 += 1;
+            e.1 += weight(k, v) as i64;
+            false
+        });
+        let mut total = 0;
+        for (bucket, (items, bytes)) in gone.into_inner() {
+            let m = self.metrics.bucket(&bucket);
+            m.cache_items.add(-items);
+            m.cache_bytes.add(-bytes);
+            total += items as usize;
+        }
+        total
+    }
+
+    fn forget(&self, k: &CacheKey, v: &CachedObject) {
+        let m = self.metrics.bucket(k.bucket());
+        m.cache_items.add(-1);
+        m.cache_bytes.add(-(weight(k, v) as i64));
+    }
+
+    /// Entries held per config bucket: `(bucket, items, bytes)`, sorted by bucket.
+    /// O(entries in the shard): admin stats only.
+    pub fn usage_by_bucket(&self) -> Vec<(String, u64, u64)> {
+        let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for (k, v) in self.cache.borrow().iter() {
+            let e = by.entry(k.bucket().to_owned()).or_default();
+            e.0 += 1;
+            e.1 += weight(k, v);
+        }
+        by.into_iter().map(|(b, (n, w))| (b, n, w)).collect()
+    }
+
+    /// The metrics this shard counts into.
+    pub fn metrics(&self) -> &Arc<ShardMetrics> {
+        &self.metrics
     }
 
     /// Entries held.
@@ -241,60 +281,11 @@ impl MemoryShard {
         ((self.capacity_bytes as f64 * HOT_ALLOCATION) as u64)
             .clamp(self.capacity_bytes.min(1), self.capacity_bytes)
     }
+}
 
-    /// A snapshot of the counters.
-    pub fn counters(&self) -> CacheCounters {
-        self.counters.get()
-    }
-
-    /// Update the counters in place: `shard.counters_mut(|c| c.revalidations += 1)`. The
-    /// `record_*` methods below cover the usual events.
-    pub fn counters_mut(&self, f: impl FnOnce(&mut CacheCounters)) {
-        let mut c = self.counters.get();
-        f(&mut c);
-        self.counters.set(c);
-    }
-
-    /// A response served from an entry (`X-Cache: HIT`, or a 304/206/416 answered from it) with
-    /// `body_bytes` of body sent (0 for HEAD and 304).
-    pub fn record_hit(&self, body_bytes: u64) {
-        self.counters_mut(|c| {
-            bump(&mut c.hits, 1);
-            bump(&mut c.bytes_from_cache, body_bytes);
-        });
-    }
-
-    /// A cacheable request no tier could answer (`X-Cache: MISS`).
-    pub fn record_miss(&self) {
-        self.counters_mut(|c| bump(&mut c.misses, 1));
-    }
-
-    /// A request that skipped the cache (`X-Cache: BYPASS`: bucket not cached, object too large,
-    /// not storable).
-    pub fn record_bypass(&self) {
-        self.counters_mut(|c| bump(&mut c.bypasses, 1));
-    }
-
-    /// `body_bytes` streamed from S3 to a client (misses, bypasses, revalidations that changed).
-    pub fn record_origin_bytes(&self, body_bytes: u64) {
-        self.counters_mut(|c| bump(&mut c.bytes_from_origin, body_bytes));
-    }
-
-    /// A conditional GET sent to S3 for a stale entry; `not_modified` if S3 answered 304.
-    pub fn record_revalidation(&self, not_modified: bool) {
-        self.counters_mut(|c| {
-            bump(&mut c.revalidations, 1);
-            bump(&mut c.revalidated_not_modified, u64::from(not_modified));
-        });
-    }
-
-    /// A single-flight follower finished waiting; `timed_out` if it gave up and fetched itself.
-    pub fn record_single_flight_wait(&self, timed_out: bool) {
-        self.counters_mut(|c| {
-            bump(&mut c.single_flight_waits, 1);
-            bump(&mut c.single_flight_timeouts, u64::from(timed_out));
-        });
-    }
+/// Weight of one entry as the shard weighs it (key + object).
+fn weight(k: &CacheKey, v: &CachedObject) -> u64 {
+    k.weight() + v.weight()
 }
 
 impl std::fmt::Debug for MemoryShard {
@@ -333,6 +324,35 @@ mod tests {
         k.weight() + o.weight()
     }
 
+    /// (inserts, evictions, rejected) of bucket "b".
+    fn counts(shard: &MemoryShard) -> (u64, u64, u64) {
+        let m = shard.metrics().bucket("b");
+        (
+            m.cache_inserts.get(),
+            m.cache_evictions.get(),
+            m.cache_rejected.get(),
+        )
+    }
+
+    /// The bucket gauges agree with what the shard holds.
+    fn assert_gauges(shard: &MemoryShard) {
+        let mut items = 0;
+        let mut bytes = 0;
+        for (b, m) in shard.metrics().buckets() {
+            let held = shard
+                .usage_by_bucket()
+                .into_iter()
+                .find(|u| u.0 == b)
+                .map_or((0, 0), |u| (u.1, u.2));
+            assert_eq!(m.cache_items.get(), held.0 as i64, "items of {b}");
+            assert_eq!(m.cache_bytes.get(), held.1 as i64, "bytes of {b}");
+            items += held.0;
+            bytes += held.1;
+        }
+        assert_eq!(items as usize, shard.len());
+        assert_eq!(bytes, shard.weight());
+    }
+
     #[test]
     fn get_returns_what_was_inserted() {
         let shard = MemoryShard::new(1 << 20);
@@ -348,16 +368,16 @@ mod tests {
         assert!(shard
             .get(&CacheKey::new("b", b"obj-1", Some("v")))
             .is_none());
-        let c = shard.counters();
-        assert_eq!((c.inserts, c.evictions, c.rejected_too_large), (1, 0, 0));
+        assert_eq!(counts(&shard), (1, 0, 0));
+        assert_gauges(&shard);
         // Same Rc again: no-op. New Rc: replacement, not an eviction.
         assert!(shard.insert(k.clone(), o.clone()));
         let o2 = obj(200);
         assert!(shard.insert(k.clone(), o2.clone()));
         assert!(Rc::ptr_eq(&shard.get(&k).expect("hit"), &o2));
-        let c = shard.counters();
-        assert_eq!((c.inserts, c.evictions), (2, 0));
+        assert_eq!(counts(&shard), (2, 0, 0));
         assert_eq!(shard.len(), 1);
+        assert_gauges(&shard);
     }
 
     #[test]
@@ -378,14 +398,13 @@ mod tests {
             "a stale older entry must not survive"
         );
         assert!(!shard.insert(key("b", 2), obj(1 << 20)));
-        let c = shard.counters();
-        assert_eq!(c.rejected_too_large, 2);
-        assert_eq!(c.inserts, 2);
+        assert_eq!(counts(&shard), (2, 0, 2));
         assert_eq!(shard.len(), 0);
+        assert_gauges(&shard);
         // A zero-capacity shard admits nothing.
         let none = MemoryShard::new(0);
         assert!(!none.insert(key("b", 1), obj(0)));
-        assert_eq!(none.counters().rejected_too_large, 1);
+        assert_eq!(counts(&none).2, 1);
     }
 
     #[test]
@@ -398,14 +417,15 @@ mod tests {
             assert!(shard.insert(key("b", i), obj(4096)));
             assert!(shard.weight() <= cap);
         }
-        let c = shard.counters();
-        assert_eq!(c.inserts, n as u64);
-        assert!(c.evictions > 0);
+        let (inserts, evictions, _) = counts(&shard);
+        assert_eq!(inserts, n as u64);
+        assert!(evictions > 0);
         assert_eq!(
-            c.inserts - c.evictions,
+            inserts - evictions,
             shard.len() as u64,
             "every admitted entry is either held or was evicted"
         );
+        assert_gauges(&shard);
         assert!(shard.len() as u64 <= cap / per);
     }
 
@@ -416,11 +436,12 @@ mod tests {
         for i in 0..20 {
             assert!(shard.insert(key("b", i), shared.clone()));
         }
-        let c = shard.counters();
-        assert_eq!(c.rejected_too_large, 0);
-        assert_eq!(c.inserts, 20);
-        assert!(c.evictions > 0);
-        assert_eq!(c.inserts - c.evictions, shard.len() as u64);
+        let (inserts, evictions, rejected) = counts(&shard);
+        assert_eq!(rejected, 0);
+        assert_eq!(inserts, 20);
+        assert!(evictions > 0);
+        assert_eq!(inserts - evictions, shard.len() as u64);
+        assert_gauges(&shard);
     }
 
     #[test]
@@ -432,34 +453,29 @@ mod tests {
         }
         assert!(shard.remove(&key("a", 0)));
         assert!(!shard.remove(&key("a", 0)));
-        assert_eq!(shard.purge_bucket("a"), 4);
+        assert_gauges(&shard);
+        shard.insert(CacheKey::new("a", b"obj-1", Some("v1")), obj(10));
+        assert_eq!(
+            shard.purge_object("a", b"obj-1"),
+            2,
+            "every version of the key"
+        );
+        assert_eq!(shard.purge_bucket("a"), 3);
+        assert_gauges(&shard);
         assert_eq!(shard.purge_bucket("a"), 0);
         assert_eq!(shard.len(), 5, "bucket 'ab' is not a prefix match of 'a'");
         assert!(shard.get(&key("ab", 3)).is_some());
         assert_eq!(shard.clear(), 5);
         assert!(shard.is_empty());
         assert_eq!(shard.weight(), 0);
-        assert_eq!(shard.counters().evictions, 0, "purges are not evictions");
-    }
-
-    #[test]
-    fn counters_record() {
-        let shard = MemoryShard::new(1024);
-        shard.record_hit(10);
-        shard.record_hit(0);
-        shard.record_miss();
-        shard.record_bypass();
-        shard.record_origin_bytes(7);
-        shard.record_revalidation(true);
-        shard.record_revalidation(false);
-        shard.record_single_flight_wait(false);
-        shard.record_single_flight_wait(true);
-        shard.counters_mut(|c| c.misses += 2);
-        let c = shard.counters();
-        assert_eq!((c.hits, c.bytes_from_cache), (2, 10));
-        assert_eq!((c.misses, c.bypasses, c.bytes_from_origin), (3, 1, 7));
-        assert_eq!((c.revalidations, c.revalidated_not_modified), (2, 1));
-        assert_eq!((c.single_flight_waits, c.single_flight_timeouts), (2, 1));
+        assert_gauges(&shard);
+        let evicted: u64 = shard
+            .metrics()
+            .buckets()
+            .iter()
+            .map(|(_, m)| m.cache_evictions.get())
+            .sum();
+        assert_eq!(evicted, 0, "purges are not evictions");
     }
 
     #[test]

@@ -68,5 +68,5 @@ pub mod single_flight;
 
 pub use conditional::{evaluate, select_range, Precondition, RangeResult};
 pub use entry::{storable_ttl, CacheKey, CachedObject, STORED_HEADERS};
-pub use memory::{CacheCounters, MemoryShard};
+pub use memory::MemoryShard;
 pub use single_flight::{Flight, LeaderGuard, SingleFlight, Waiter};

@@ -438,6 +438,26 @@ impl Decode for std::net::SocketAddr {
     }
 }
 
+impl Decode for ipnet::IpNet {
+    /// A CIDR block (`10.0.0.0/8`, `2001:db8::/32`) or a single address (a /32 or /128).
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let s: String = String::decode(v, path, d)?;
+        let s = s.trim();
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Some(net.trunc());
+        }
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Some(ipnet::IpNet::from(ip));
+        }
+        let got = d.got(path, v);
+        d.error(
+            path,
+            format!("expected a CIDR block such as \"10.0.0.0/8\" or an IP address, got {got}"),
+        );
+        None
+    }
+}
+
 impl<T: Decode> Decode for Vec<T> {
     /// A YAML sequence; every element is decoded, so each bad element reports.
     fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {

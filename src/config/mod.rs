@@ -300,6 +300,9 @@ pub struct ServerConfig {
     pub max_connections_per_shard: usize,
     /// Request size limits (DESIGN section 5).
     pub limits: LimitsConfig,
+    /// Proxies (CIDR blocks or addresses) whose `X-Forwarded-For` is believed when logging the
+    /// client address; empty (default) = the peer address is always the client. Reloadable.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `server.shards`: `auto` (one per CPU in the process's affinity mask) or a count >= 1.

@@ -104,6 +104,7 @@ impl Decode for ServerConfig {
         let shutdown_grace_ms = f.or(d, "shutdown_grace_ms", 30_000u64);
         let max_connections_per_shard = f.pos(d, "max_connections_per_shard", 65_536usize);
         let limits = f.or_section::<LimitsConfig>(d, "limits");
+        let trusted_proxies = f.or(d, "trusted_proxies", Vec::<ipnet::IpNet>::new());
         f.finish(d);
         Some(ServerConfig {
             listen: listen?,
@@ -115,6 +116,7 @@ impl Decode for ServerConfig {
             shutdown_grace_ms: shutdown_grace_ms?,
             max_connections_per_shard: max_connections_per_shard?,
             limits: limits?,
+            trusted_proxies: trusted_proxies?,
         })
     }
 }

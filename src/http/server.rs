@@ -70,6 +70,51 @@ pub trait Service {
     fn dates(&self) -> &DateCache;
     /// Handle one request whose head is `head` and whose body was already consumed.
     async fn call(&self, head: &RequestHead, conn: &mut Conn) -> Outcome;
+    /// A connection started being served (metrics). Default: nothing.
+    fn connection_opened(&self) {}
+    /// A connection ended, normally or because its task was dropped. Default: nothing.
+    fn connection_closed(&self) {}
+}
+
+/// Whether the listener that accepted a connection is draining (SIGTERM): [`serve`] then
+/// closes idle keep-alive connections and answers in-flight requests with `Connection: close`.
+pub trait Lifecycle {
+    /// True once the drain started.
+    fn is_draining(&self) -> bool;
+    /// Resolves when the drain starts; cancel-safe.
+    fn draining(&self) -> impl std::future::Future<Output = ()> + 'static;
+}
+
+impl Lifecycle for ShardContext {
+    fn is_draining(&self) -> bool {
+        ShardContext::is_draining(self)
+    }
+    fn draining(&self) -> impl std::future::Future<Output = ()> + 'static {
+        ShardContext::draining(self)
+    }
+}
+
+/// A listener that never drains: the admin listener keeps answering until the process exits,
+/// so `/ready` can report the drain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NeverDrains;
+
+impl Lifecycle for NeverDrains {
+    fn is_draining(&self) -> bool {
+        false
+    }
+    fn draining(&self) -> impl std::future::Future<Output = ()> + 'static {
+        std::future::pending()
+    }
+}
+
+/// Calls [`Service::connection_closed`] when the connection's task ends or is dropped.
+struct ConnectionGuard<'a, S: Service>(&'a S);
+
+impl<S: Service> Drop for ConnectionGuard<'_, S> {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
 }
 
 /// Why reading the next request head ended without a request.
@@ -84,7 +129,14 @@ enum HeadFailure {
 
 /// Serve one accepted client connection until it closes. Errors are answered per DESIGN section 5
 /// (JSON body, `Connection: close`) and end the connection.
-pub async fn serve<S: Service>(svc: Rc<S>, ctx: ShardContext, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve<S: Service, L: Lifecycle>(
+    svc: Rc<S>,
+    ctx: L,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    svc.connection_opened();
+    let _guard = ConnectionGuard(&*svc);
     let mut conn = Conn {
         stream,
         peer,
@@ -144,10 +196,10 @@ fn head_error_message(e: &HeadError) -> &'static str {
 
 /// Read until one request head is buffered. `Ok(None)`: the connection ended cleanly (EOF
 /// between requests, idle timeout, or drain while idle).
-async fn read_head(
+async fn read_head<L: Lifecycle>(
     conn: &mut Conn,
     settings: &ServerSettings,
-    ctx: &ShardContext,
+    ctx: &L,
 ) -> Result<Option<(RequestHead, usize)>, HeadFailure> {
     let limits = &settings.limits;
     if !conn.rbuf.is_empty() {

@@ -16,24 +16,28 @@ pub mod prepared;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header;
 use http::{HeaderMap, Method};
 use yatagarasu_runtime::{ShardContext, Snapshot};
 
-use crate::auth::{authenticate, extract_token, AuthError, TokenCache};
+use crate::admin::health::Health;
+use crate::auth::{authenticate, extract_token, AuthError, TokenCache, Verified};
 use crate::cache::memory::MemoryShard;
 use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
 use crate::cache::{storable_ttl, CacheKey, CachedObject, STORED_HEADERS};
 use crate::config::Addressing as ConfigAddressing;
 use crate::error::{json_body, ErrorKind, ProxyError};
+use crate::http::forwarded::client_ip;
 use crate::http::io::write_all;
 use crate::http::path::{decode_path, normalize_path, query_pairs, split_target};
 use crate::http::range::{content_range_unsatisfied, parse_range};
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::{request_id_for, Conn, Outcome, ServerSettings, Service};
+use crate::metrics::{BucketMetrics, Metrics, ShardMetrics};
 use crate::s3::addressing::{object_target, Addressing};
 use crate::s3::error::parse_error_xml;
 use crate::s3::sigv4::{Credentials, Signer};
@@ -69,17 +73,20 @@ const FORWARDED: [header::HeaderName; 4] = [
 /// Shard-local state derived from one config generation.
 struct Local {
     generation: u64,
-    prepared: std::sync::Arc<Prepared>,
+    prepared: Arc<Prepared>,
     buckets: Vec<LocalBucket>,
+    /// Metrics of requests that matched no bucket (bucket label `-`).
+    unrouted: Arc<BucketMetrics>,
 }
 
 struct LocalBucket {
     signer: Signer,
     pool_key: Rc<str>,
+    metrics: Arc<BucketMetrics>,
 }
 
 impl Local {
-    fn build(generation: u64, prepared: std::sync::Arc<Prepared>) -> Local {
+    fn build(generation: u64, prepared: Arc<Prepared>, metrics: &ShardMetrics) -> Local {
         let buckets = prepared
             .config
             .buckets
@@ -95,12 +102,14 @@ impl Local {
                     &b.s3.region,
                 ),
                 pool_key: Rc::from(p.pool_key.as_str()),
+                metrics: metrics.bucket(&b.name),
             })
             .collect();
         Local {
             generation,
             prepared,
             buckets,
+            unrouted: metrics.bucket(crate::metrics::UNROUTED),
         }
     }
 }
@@ -119,6 +128,19 @@ pub struct Shard {
     /// Verified tokens, so a reused token costs no RSA/ECDSA verification.
     tokens: TokenCache,
     ctx: ShardContext,
+    /// This shard's counters (read by the scraper on the admin thread).
+    metrics: Arc<ShardMetrics>,
+    /// Backend readiness, answered on `/ready`.
+    health: Arc<Health>,
+}
+
+/// Process-wide services each shard reads: the metrics registry and the readiness state.
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Where every shard registers its counters.
+    pub metrics: Arc<Metrics>,
+    /// Probe results and process facts for `/health` and `/ready`.
+    pub health: Arc<Health>,
 }
 
 /// Verified tokens kept per shard.
@@ -130,10 +152,17 @@ const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Shard {
     /// Build the state of the shard described by `ctx` from the shared `snapshot`.
-    pub fn new(snapshot: Snapshot<Prepared>, ctx: ShardContext) -> Shard {
-        let local = Local::build(snapshot.generation(), snapshot.load_full());
+    pub fn new(snapshot: Snapshot<Prepared>, ctx: ShardContext, services: &Services) -> Shard {
+        let metrics =
+            services
+                .metrics
+                .register_shard(ctx.index(), &ctx.driver().to_string(), ctx.cpu());
+        let local = Local::build(snapshot.generation(), snapshot.load_full(), &metrics);
         let total_bytes = local.prepared.config.cache.memory.max_cache_size_mb * MIB;
-        let memory = MemoryShard::new(total_bytes / ctx.shard_count().max(1) as u64);
+        let memory = MemoryShard::with_metrics(
+            total_bytes / ctx.shard_count().max(1) as u64,
+            metrics.clone(),
+        );
         if ctx.index() == 0 {
             // One JWKS fetcher for the whole process, on shard 0.
             monoio::spawn(jwks_fetcher(snapshot.clone(), ctx.clone()));
@@ -147,6 +176,8 @@ impl Shard {
             flights: SingleFlight::new(),
             tokens: TokenCache::new(TOKEN_CACHE_ENTRIES),
             ctx,
+            metrics,
+            health: services.health.clone(),
         }
     }
 
@@ -156,17 +187,135 @@ impl Shard {
         let generation = self.snapshot.generation();
         let mut local = self.local.borrow_mut();
         if local.generation != generation {
-            *local = Rc::new(Local::build(generation, self.snapshot.load_full()));
+            let next = Local::build(generation, self.snapshot.load_full(), &self.metrics);
+            // Entries of buckets a reload removed or pointed elsewhere no longer match S3.
+            for old in &local.prepared.config.buckets {
+                let same = next
+                    .prepared
+                    .config
+                    .bucket(&old.name)
+                    .is_some_and(|b| b.s3 == old.s3);
+                if !same {
+                    self.memory.purge_bucket(&old.name);
+                }
+            }
+            *local = Rc::new(next);
         }
         local.clone()
     }
 }
 
-/// What the access log records about a finished response.
+/// What an admin purge removes (`POST /admin/cache/purge[/{bucket}[/{key}]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// Every entry.
+    All,
+    /// Every entry of this config bucket.
+    Bucket(String),
+    /// Every version of this object key (decoded bytes) in this config bucket.
+    Object(String, Vec<u8>),
+}
+
+/// One shard's memory-cache figures (`GET /admin/cache/stats`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ShardCacheStats {
+    /// Shard index.
+    pub shard: usize,
+    /// The shard's memory capacity (its share of `max_cache_size_mb`), bytes.
+    pub capacity_bytes: u64,
+    /// Per config bucket (only the requested one when filtered), sorted by name.
+    pub buckets: Vec<BucketCacheStats>,
+}
+
+/// One bucket's memory-cache figures on one shard; counters are totals since start.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BucketCacheStats {
+    /// Config bucket name.
+    pub name: String,
+    /// Entries held.
+    pub items: u64,
+    /// Bytes held (entry weights).
+    pub bytes: u64,
+    /// Responses answered from the cache.
+    pub hits: u64,
+    /// Cacheable requests that missed.
+    pub misses: u64,
+    /// Requests that skipped the cache.
+    pub bypasses: u64,
+    /// Entries evicted by capacity.
+    pub evictions: u64,
+    /// Entries admitted.
+    pub inserts: u64,
+}
+
+impl Shard {
+    /// Remove the entries `scope` names from this shard's memory cache; returns how many.
+    /// Runs on the shard (through the control mailbox), O(entries in the shard).
+    pub fn purge(&self, scope: &PurgeScope) -> usize {
+        let n = match scope {
+            PurgeScope::All => self.memory.clear(),
+            PurgeScope::Bucket(b) => self.memory.purge_bucket(b),
+            PurgeScope::Object(b, k) => self.memory.purge_object(b, k),
+        };
+        tracing::info!(shard = self.ctx.index(), purged = n, scope = ?scope_name(scope), "cache purge");
+        n
+    }
+
+    /// This shard's cache figures, for every bucket or only `bucket`. Runs on the shard;
+    /// O(buckets).
+    pub fn cache_stats(&self, bucket: Option<&str>) -> ShardCacheStats {
+        let buckets = self
+            .metrics
+            .buckets()
+            .into_iter()
+            .filter(|(name, _)| {
+                name != crate::metrics::UNROUTED && bucket.is_none_or(|b| b == name)
+            })
+            .map(|(name, m)| BucketCacheStats {
+                name,
+                items: m.cache_items.get().max(0) as u64,
+                bytes: m.cache_bytes.get().max(0) as u64,
+                hits: m.cache_hits.get(),
+                misses: m.cache_misses.get(),
+                bypasses: m.cache_bypasses.get(),
+                evictions: m.cache_evictions.get(),
+                inserts: m.cache_inserts.get(),
+            })
+            .collect();
+        ShardCacheStats {
+            shard: self.ctx.index(),
+            capacity_bytes: self.memory.capacity(),
+            buckets,
+        }
+    }
+}
+
+/// The scope of a purge for the log, without the key bytes (keys may be personal data).
+fn scope_name(scope: &PurgeScope) -> String {
+    match scope {
+        PurgeScope::All => "all".to_owned(),
+        PurgeScope::Bucket(b) => format!("bucket {b}"),
+        PurgeScope::Object(b, _) => format!("object in {b}"),
+    }
+}
+
+/// What the access log and the metrics record about a request, filled in as it moves through
+/// the phases.
+struct RequestInfo<'l> {
+    /// The routed bucket's index in the snapshot.
+    bucket: Option<usize>,
+    /// Counters of the routed bucket (or of unrouted requests).
+    metrics: &'l BucketMetrics,
+    /// The verified token, when the bucket requires one.
+    subject: Option<Rc<Verified>>,
+    /// `X-Cache` value sent (`-` when none).
+    cache: &'static str,
+}
+
+/// How a finished response went.
 struct Summary {
     status: u16,
     bytes: u64,
-    bucket: Option<usize>,
     keep_alive: bool,
 }
 
@@ -183,9 +332,14 @@ impl Service for Shard {
         let started = Instant::now();
         let local = self.current();
         let request_id = request_id_for(head);
-        let mut bucket = None;
+        let mut info = RequestInfo {
+            bucket: None,
+            metrics: &local.unrouted,
+            subject: None,
+            cache: "-",
+        };
         let summary = match self
-            .handle(&local, head, conn, &request_id, &mut bucket)
+            .handle(&local, head, conn, &request_id, &mut info)
             .await
         {
             Ok(s) => s,
@@ -197,27 +351,39 @@ impl Service for Shard {
                 Summary {
                     status: e.status(),
                     bytes: 0,
-                    bucket,
                     keep_alive,
                 }
             }
         };
-        if local.prepared.config.logging.access_log {
+        let elapsed = started.elapsed();
+        info.metrics
+            .record_request(&head.method, summary.status, elapsed);
+        info.metrics.bytes_sent.add(summary.bytes);
+        let cfg = &local.prepared.config;
+        if cfg.logging.access_log {
             let (path, _) = split_target(&head.target);
-            let bucket_name = summary
+            let bucket_name = info
                 .bucket
-                .and_then(|i| local.prepared.config.buckets.get(i))
+                .and_then(|i| cfg.buckets.get(i))
                 .map_or("-", |b| b.name.as_str());
+            let client = client_ip(conn.peer.ip(), &head.headers, &cfg.server.trusted_proxies);
+            let subject = info
+                .subject
+                .as_ref()
+                .and_then(|v| v.subject.as_deref())
+                .unwrap_or("-");
             tracing::info!(
                 target: "yatagarasu::access",
                 request_id = %request_id,
-                client = %conn.peer.ip(),
+                client = %client,
                 method = %head.method,
                 path = %path,
                 bucket = bucket_name,
                 status = summary.status,
                 bytes = summary.bytes,
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = elapsed.as_micros() as u64,
+                cache = info.cache,
+                subject,
                 shard = self.ctx.index(),
             );
         }
@@ -225,21 +391,35 @@ impl Service for Shard {
             keep_alive: summary.keep_alive,
         }
     }
+
+    fn connection_opened(&self) {
+        self.metrics.connections.add(1);
+        self.metrics.connections_accepted.inc();
+    }
+
+    fn connection_closed(&self) {
+        self.metrics.connections.add(-1);
+    }
 }
 
 impl Shard {
     /// Phases route -> upstream request -> send -> respond. `Err` only before any response byte
     /// was written; failures mid-body end the connection and are reported in the `Summary`.
-    async fn handle(
+    async fn handle<'l>(
         &self,
-        local: &Local,
+        local: &'l Local,
         head: &RequestHead,
         conn: &mut Conn,
         request_id: &str,
-        bucket_out: &mut Option<usize>,
+        info: &mut RequestInfo<'l>,
     ) -> Result<Summary, ProxyError> {
         // Phase: route.
         let (raw_path, query) = split_target(&head.target);
+        if matches!(raw_path, "/health" | "/ready")
+            && (head.method == Method::GET || head.method == Method::HEAD)
+        {
+            return Ok(self.write_health(head, conn, request_id, raw_path).await);
+        }
         if head.method == Method::OPTIONS {
             return Ok(self.write_options(head, conn, request_id).await);
         }
@@ -255,7 +435,8 @@ impl Shard {
         let (index, rest) = local.prepared.router.route(&path).ok_or_else(|| {
             ProxyError::client(ErrorKind::NotFound, "no bucket is mapped to this path")
         })?;
-        *bucket_out = Some(index);
+        info.bucket = Some(index);
+        info.metrics = &local.buckets[index].metrics;
         if rest.is_empty() {
             return Err(ProxyError::client(
                 ErrorKind::NotFound,
@@ -280,15 +461,18 @@ impl Shard {
                     now,
                 ),
             };
-            if let Err(e) = result {
-                let realm = &local.prepared.config.buckets[index].name;
-                let kind = if e.status() == 403 {
-                    ErrorKind::Forbidden
-                } else {
-                    ErrorKind::Unauthorized
-                };
-                return Err(ProxyError::client(kind, e.to_string())
-                    .with_header("WWW-Authenticate", e.www_authenticate(realm)));
+            match result {
+                Ok(verified) => info.subject = Some(verified),
+                Err(e) => {
+                    let realm = &local.prepared.config.buckets[index].name;
+                    let kind = if e.status() == 403 {
+                        ErrorKind::Forbidden
+                    } else {
+                        ErrorKind::Unauthorized
+                    };
+                    return Err(ProxyError::client(kind, e.to_string())
+                        .with_header("WWW-Authenticate", e.www_authenticate(realm)));
+                }
             }
         }
         let version_id = query.and_then(|q| {
@@ -361,12 +545,12 @@ impl Shard {
             if let Some(obj) = self.memory.get(&plan_c.key) {
                 if obj.is_fresh(now) {
                     return Ok(self
-                        .answer_cached(head, conn, request_id, &obj, "HIT", index)
+                        .answer_cached(head, conn, request_id, &obj, "HIT", info)
                         .await);
                 }
                 match (&obj.etag, plain_get) {
                     (Some(etag), true) => {
-                        self.memory.counters_mut(|c| c.revalidations += 1);
+                        info.metrics.cache_revalidations.inc();
                         let reval = RangePlan {
                             range: None,
                             injected: Some(("If-None-Match", etag.as_bytes().to_vec())),
@@ -381,20 +565,22 @@ impl Shard {
                             &reval,
                             Forward::InjectedOnly,
                         );
-                        match self.upstream.send(&target, &mut req, false).await {
+                        match self
+                            .send_upstream(info.metrics, &target, &mut req, false)
+                            .await
+                        {
                             Ok(r) if r.status == 304 => {
                                 // RFC 9111 section 4.3.4: merge the 304's fields into the entry.
                                 let fresh = obj.revalidated(&r.headers, now, plan_c.ttl);
                                 drop(r);
-                                self.memory
-                                    .counters_mut(|c| c.revalidated_not_modified += 1);
+                                info.metrics.cache_revalidated_not_modified.inc();
                                 match fresh {
                                     Some(fresh) => {
                                         let fresh = Rc::new(fresh);
                                         self.memory.insert(plan_c.key.clone(), fresh.clone());
                                         return Ok(self
                                             .answer_cached(
-                                                head, conn, request_id, &fresh, "HIT", index,
+                                                head, conn, request_id, &fresh, "HIT", info,
                                             )
                                             .await);
                                     }
@@ -403,7 +589,7 @@ impl Shard {
                                         self.memory.remove(&plan_c.key);
                                         return Ok(self
                                             .answer_cached(
-                                                head, conn, request_id, &obj, "BYPASS", index,
+                                                head, conn, request_id, &obj, "BYPASS", info,
                                             )
                                             .await);
                                     }
@@ -417,7 +603,7 @@ impl Shard {
                                         conn,
                                         request_id,
                                         r,
-                                        index,
+                                        info,
                                         Miss::filling(Fill::unguarded(plan_c)),
                                     )
                                     .await;
@@ -426,13 +612,13 @@ impl Shard {
                                 // Gone or forbidden now: drop the entry, report S3's answer.
                                 self.memory.remove(&plan_c.key);
                                 return self
-                                    .respond(head, conn, request_id, r, index, Miss::plain("MISS"))
+                                    .respond(head, conn, request_id, r, info, Miss::plain("MISS"))
                                     .await;
                             }
                             // S3 unreachable or failing: serve the stale copy (RFC 9111 section 4.2.4).
                             _ => {
                                 return Ok(self
-                                    .answer_cached(head, conn, request_id, &obj, "STALE", index)
+                                    .answer_cached(head, conn, request_id, &obj, "STALE", info)
                                     .await)
                             }
                         }
@@ -446,16 +632,16 @@ impl Shard {
                 match self.flights.begin(&plan_c.key) {
                     Flight::Leader(guard) => fill = Some(Fill::led(plan_c, guard)),
                     Flight::Follower(waiter) => {
-                        self.memory.counters_mut(|c| c.single_flight_waits += 1);
+                        info.metrics.cache_single_flight_waits.inc();
                         match monoio::time::timeout(prepared.first_byte_timeout, waiter.wait())
                             .await
                         {
                             Ok(Some(obj)) => {
                                 return Ok(self
-                                    .answer_cached(head, conn, request_id, &obj, "HIT", index)
+                                    .answer_cached(head, conn, request_id, &obj, "HIT", info)
                                     .await)
                             }
-                            _ => self.memory.counters_mut(|c| c.single_flight_timeouts += 1),
+                            _ => info.metrics.cache_single_flight_timeouts.inc(),
                         }
                     }
                 }
@@ -464,11 +650,15 @@ impl Shard {
 
         // Phase: send (and the If-Range fallback: a stale validator gives 200 with the full body).
         let mut req = build(method, Forward::All);
-        let mut resp = self.upstream.send(&target, &mut req, is_head).await?;
+        let mut resp = self
+            .send_upstream(info.metrics, &target, &mut req, is_head)
+            .await?;
         if resp.status == 412 && plan.injected.is_some() {
             drop(resp);
             let mut req = build(method, Forward::ConditionalsOnly);
-            resp = self.upstream.send(&target, &mut req, is_head).await?;
+            resp = self
+                .send_upstream(info.metrics, &target, &mut req, is_head)
+                .await?;
         }
         // Some S3 implementations (Ceph RGW among them) answer 304 without the validators and 416
         // without `Content-Range: bytes */len`, both of which RFC 9110 (sections 15.4.5, 15.5.17)
@@ -481,7 +671,10 @@ impl Shard {
         };
         if missing {
             let mut req = build("HEAD", Forward::Nothing);
-            if let Ok(meta) = self.upstream.send(&target, &mut req, true).await {
+            if let Ok(meta) = self
+                .send_upstream(info.metrics, &target, &mut req, true)
+                .await
+            {
                 if meta.status == 200 {
                     complete_metadata(&mut resp.headers, resp.status, &meta.headers);
                 }
@@ -489,7 +682,7 @@ impl Shard {
         }
 
         // Phase: respond.
-        self.respond(head, conn, request_id, resp, index, Miss { fill, x_cache })
+        self.respond(head, conn, request_id, resp, info, Miss { fill, x_cache })
             .await
     }
 
@@ -501,17 +694,19 @@ impl Shard {
         request_id: &str,
         obj: &CachedObject,
         x_cache: &'static str,
-        index: usize,
+        info: &mut RequestInfo<'_>,
     ) -> Summary {
         let served = cached::serve(head, conn, &self.dates, request_id, obj, x_cache).await;
-        self.memory.counters_mut(|c| {
-            c.hits += 1;
-            c.bytes_from_cache += served.bytes;
-        });
+        info.cache = x_cache;
+        if x_cache == "BYPASS" {
+            info.metrics.cache_bypasses.inc();
+        } else {
+            info.metrics.cache_hits.inc();
+            info.metrics.cache_hit_bytes.add(served.bytes);
+        }
         Summary {
             status: served.status,
             bytes: served.bytes,
-            bucket: Some(index),
             keep_alive: served.keep_alive,
         }
     }
@@ -523,13 +718,14 @@ impl Shard {
         conn: &mut Conn,
         request_id: &str,
         mut resp: Response<'_>,
-        index: usize,
+        info: &mut RequestInfo<'_>,
         miss: Miss,
     ) -> Result<Summary, ProxyError> {
         let Miss { fill, x_cache } = miss;
         let status = resp.status;
         if !matches!(status, 200 | 206 | 304) {
-            return Err(self.origin_error(&mut resp, request_id).await);
+            info.cache = x_cache;
+            return Err(self.origin_error(&mut resp, request_id, info.metrics).await);
         }
         let is_head = head.method == Method::HEAD;
         // Framing towards the client (RFC 9112 section 6).
@@ -560,13 +756,12 @@ impl Shard {
             (None, "MISS") if status == 200 => "BYPASS",
             (_, x) => x,
         };
-        self.memory.counters_mut(|c| {
-            if x_cache == "BYPASS" {
-                c.bypasses += 1
-            } else {
-                c.misses += 1
-            }
-        });
+        info.cache = x_cache;
+        if x_cache == "BYPASS" {
+            info.metrics.cache_bypasses.inc();
+        } else {
+            info.metrics.cache_misses.inc();
+        }
         let mut h = ResponseHead::new(&mut conn.wbuf, status);
         h.header("Date", &self.dates.now());
         for name in pass_through() {
@@ -600,7 +795,6 @@ impl Shard {
             return Ok(Summary {
                 status,
                 bytes: 0,
-                bucket: Some(index),
                 keep_alive,
             });
         }
@@ -641,7 +835,6 @@ impl Shard {
         if !ok || body_len.is_some_and(|n| n != sent) {
             keep_alive = false;
         }
-        self.memory.counters_mut(|c| c.bytes_from_origin += sent);
         if let Some(f) = fill {
             // Inserted only when the body completed and its length matches Content-Length.
             if ok && body_len == Some(f.body.len() as u64) && resp.body.is_done() {
@@ -661,14 +854,76 @@ impl Shard {
         Ok(Summary {
             status,
             bytes: sent,
-            bucket: Some(index),
             keep_alive: keep_alive && ok,
         })
     }
 
+    /// Send one S3 request through the shard's pool, counting it (requests, latency to the
+    /// response head, transport failures as `timeout` / `transport`) in the bucket's metrics.
+    async fn send_upstream<'u>(
+        &'u self,
+        metrics: &BucketMetrics,
+        target: &Target<'_>,
+        req: &mut Vec<u8>,
+        head_request: bool,
+    ) -> Result<Response<'u>, ProxyError> {
+        let sent = Instant::now();
+        metrics.upstream_requests.inc();
+        let result = self.upstream.send(target, req, head_request).await;
+        metrics.upstream_duration.observe(sent.elapsed());
+        if let Err(e) = &result {
+            metrics.record_upstream_error(if e.kind == ErrorKind::GatewayTimeout {
+                "timeout"
+            } else {
+                "transport"
+            });
+        }
+        result
+    }
+
+    /// `/health` and `/ready` on the data listener: the same JSON as the admin listener, so a
+    /// load balancer can check each node where it sends traffic. `/ready` is 503 while this
+    /// shard drains.
+    async fn write_health(
+        &self,
+        head: &RequestHead,
+        conn: &mut Conn,
+        request_id: &str,
+        path: &str,
+    ) -> Summary {
+        let (status, body) = if path == "/health" {
+            (200, self.health.health_json())
+        } else {
+            self.health.ready_json(self.ctx.is_draining())
+        };
+        let mut h = ResponseHead::new(&mut conn.wbuf, status);
+        h.header("Date", &self.dates.now())
+            .header("Content-Type", b"application/json")
+            .header("Cache-Control", b"no-store")
+            .header_u64("Content-Length", body.len() as u64)
+            .header("X-Request-Id", request_id.as_bytes());
+        h.connection(head.version, conn.keep_alive);
+        h.finish();
+        let is_head = head.method == Method::HEAD;
+        if !is_head {
+            conn.wbuf.extend_from_slice(body.as_bytes());
+        }
+        let ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        Summary {
+            status,
+            bytes: if is_head { 0 } else { body.len() as u64 },
+            keep_alive: ok && conn.keep_alive,
+        }
+    }
+
     /// Read S3's (small) error body, log its Code and Message, and build the client error:
     /// 5xx -> 502, anything else keeps its status (DESIGN section 5).
-    async fn origin_error(&self, resp: &mut Response<'_>, request_id: &str) -> ProxyError {
+    async fn origin_error(
+        &self,
+        resp: &mut Response<'_>,
+        request_id: &str,
+        metrics: &BucketMetrics,
+    ) -> ProxyError {
         let status = resp.status;
         let mut body = Vec::new();
         let _ = resp
@@ -683,6 +938,11 @@ impl Shard {
             None => format!("S3 answered {status}"),
         };
         tracing::info!(request_id, status, s3_code = code, "S3 returned an error");
+        if code.is_empty() {
+            metrics.record_upstream_error(&format!("http_{status}"));
+        } else {
+            metrics.record_upstream_error(code);
+        }
         if status >= 500 {
             return ProxyError::origin(ErrorKind::BadGateway, false, detail);
         }
@@ -717,7 +977,6 @@ impl Shard {
         Summary {
             status: 200,
             bytes: 0,
-            bucket: None,
             keep_alive: ok && conn.keep_alive,
         }
     }
@@ -833,6 +1092,38 @@ fn build_request(
     plan: &RangePlan,
     forward: Forward,
 ) -> Vec<u8> {
+    let mut req = signed_request_head(signer, method, host, canonical_uri, query);
+    if matches!(forward, Forward::All | Forward::ConditionalsOnly) {
+        for name in &FORWARDED {
+            for v in head.headers.get_all(name) {
+                push_header(&mut req, name.as_str(), v.as_bytes());
+            }
+        }
+    }
+    if matches!(forward, Forward::All | Forward::InjectedOnly) {
+        if let Some(range) = plan.range.as_ref().filter(|_| forward == Forward::All) {
+            push_header(&mut req, "Range", range);
+        }
+        if let Some((name, v)) = &plan.injected {
+            push_header(&mut req, name, v);
+        }
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+/// The request line and headers of a SigV4-signed, body-less S3 request (AWS SigV4 documentation,
+/// "Authenticating Requests: Using the Authorization Header"): `Host`, `x-amz-date`,
+/// `x-amz-content-sha256` (empty payload), `x-amz-security-token` with temporary credentials,
+/// `Authorization` and `User-Agent`, each line ending in CRLF. The caller appends any further
+/// fields and the final CRLF. ~600 bytes, one allocation.
+pub(crate) fn signed_request_head(
+    signer: &Signer,
+    method: &str,
+    host: &str,
+    canonical_uri: &str,
+    query: &str,
+) -> Vec<u8> {
     let signed = signer.sign(method, host, canonical_uri, query, &[], SystemTime::now());
     let mut req = Vec::with_capacity(768);
     req.extend_from_slice(method.as_bytes());
@@ -856,22 +1147,6 @@ fn build_request(
     req.extend_from_slice(signed.authorization.as_bytes());
     req.extend_from_slice(b"\r\nUser-Agent: ");
     req.extend_from_slice(USER_AGENT.as_bytes());
-    req.extend_from_slice(b"\r\n");
-    if matches!(forward, Forward::All | Forward::ConditionalsOnly) {
-        for name in &FORWARDED {
-            for v in head.headers.get_all(name) {
-                push_header(&mut req, name.as_str(), v.as_bytes());
-            }
-        }
-    }
-    if matches!(forward, Forward::All | Forward::InjectedOnly) {
-        if let Some(range) = plan.range.as_ref().filter(|_| forward == Forward::All) {
-            push_header(&mut req, "Range", range);
-        }
-        if let Some((name, v)) = &plan.injected {
-            push_header(&mut req, name, v);
-        }
-    }
     req.extend_from_slice(b"\r\n");
     req
 }

@@ -129,6 +129,12 @@ pub fn bucket_yaml(
 /// The standard test config: `/public` and `/media` (user 1), `/private` (user 2), with `server`
 /// overrides in `server_extra` (YAML lines indented by 2) and extra bucket entries appended.
 pub fn config(server_extra: &str, extra_buckets: &str) -> String {
+    config_with_admin(server_extra, "", extra_buckets)
+}
+
+/// [`config`] with `admin_extra` (YAML lines indented by 2) added to the `admin:` section, whose
+/// listener is always on an ephemeral loopback port.
+pub fn config_with_admin(server_extra: &str, admin_extra: &str, extra_buckets: &str) -> String {
     let b = backend();
     // `server_extra` may set its own `shards:` (tests that need every connection on one shard).
     let shards_line = if server_extra.contains("shards:") {
@@ -137,7 +143,7 @@ pub fn config(server_extra: &str, extra_buckets: &str) -> String {
         format!("  shards: {}\n", shards())
     };
     let mut s = format!(
-        "server:\n  listen: \"127.0.0.1:0\"\n{shards_line}  cpu_affinity: none\n  shutdown_grace_ms: 2000\n{server_extra}logging: {{level: info, format: json, access_log: true}}\nbuckets:\n"
+        "server:\n  listen: \"127.0.0.1:0\"\n{shards_line}  cpu_affinity: none\n  shutdown_grace_ms: 2000\n{server_extra}admin:\n  listen: \"127.0.0.1:0\"\n{admin_extra}logging: {{level: info, format: json, access_log: true}}\nbuckets:\n"
     );
     s += &bucket_yaml(
         "public",
@@ -174,6 +180,8 @@ pub fn config(server_extra: &str, extra_buckets: &str) -> String {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     dir: tempfile::TempDir,
 }
@@ -181,12 +189,18 @@ pub struct Proxy {
 impl Proxy {
     /// Start the binary with `yaml` as its config and wait (up to 15 s) for its listening line.
     pub fn start(yaml: &str) -> Proxy {
+        Proxy::start_with_env(yaml, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment variables for the process.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
             .arg("--config")
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -209,9 +223,8 @@ impl Proxy {
                             serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default()
                         })
                         .and_then(|v| {
-                            v["listen"]
-                                .as_str()
-                                .and_then(|a| a.parse::<SocketAddr>().ok())
+                            let addr = |k: &str| v[k].as_str()?.parse::<SocketAddr>().ok();
+                            Some((addr("listen")?, addr("admin")?))
                         });
                     log.lock().unwrap().push(line);
                     if let Some(addr) = listening {
@@ -221,9 +234,10 @@ impl Proxy {
             });
         }
         match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(addr) => Proxy {
+            Ok((addr, admin)) => Proxy {
                 child,
                 addr,
+                admin,
                 log,
                 dir,
             },
@@ -262,6 +276,33 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("no reload outcome logged; log:\n{}", self.log_text());
+    }
+
+    /// Write `yaml` as the config file without signalling the process (for `POST /admin/reload`).
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("config.yaml"), yaml).expect("rewrite config");
+    }
+
+    /// One request to the admin listener on a fresh connection.
+    pub fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        Client::connect(self.admin).request(method, path, headers)
+    }
+
+    /// Send `sig` (`HUP`, `TERM`, `STOP`, `CONT`...) to the process.
+    pub fn signal(&self, sig: &str) {
+        unsafe_kill(self.child.id(), sig);
+    }
+
+    /// Wait (bounded by `limit`) for the process to exit; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The process id.

@@ -1,0 +1,116 @@
+//! Readiness probes: every [`PROBE_INTERVAL`], and at once after a reload, send one SigV4-signed
+//! `HEAD` of each configured bucket (`HEAD /bucket/` path style, `HEAD /` virtual style) to its
+//! endpoint and record the outcome in [`Health`]. `/ready` only reads the results: no request
+//! ever waits on a probe.
+//!
+//! Runs on the admin thread, never on a shard. Cost per round: one small request per bucket,
+//! concurrently, over the admin thread's own connection pool, each bounded by the bucket's
+//! `connect_timeout_ms` + `first_byte_timeout_ms`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use yatagarasu_runtime::Snapshot;
+
+use super::health::{Health, ProbeState};
+use crate::config::Addressing as ConfigAddressing;
+use crate::proxy::prepared::Prepared;
+use crate::proxy::signed_request_head;
+use crate::s3::addressing::{object_target, Addressing};
+use crate::s3::sigv4::{Credentials, Signer};
+use crate::upstream::{Target, Upstream};
+
+/// Time between two probe rounds.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the prober looks for a new config generation between rounds.
+const RELOAD_POLL: Duration = Duration::from_millis(200);
+
+/// Probe forever (the admin thread ends with the process).
+pub async fn run(snapshot: Snapshot<Prepared>, health: Arc<Health>) {
+    let upstream = Rc::new(Upstream::default());
+    let mut seen: Option<(u64, Arc<Prepared>)> = None;
+    loop {
+        let generation = snapshot.generation();
+        let prepared = snapshot.load_full();
+        if seen.as_ref().map(|s| s.0) != Some(generation) {
+            let old = seen.as_ref().map(|s| &s.1.config);
+            health.set_buckets(prepared.config.buckets.iter().map(|b| {
+                let unchanged = old
+                    .and_then(|o| o.bucket(&b.name))
+                    .is_some_and(|o| o.s3 == b.s3);
+                (b.name.clone(), unchanged)
+            }));
+            seen = Some((generation, prepared.clone()));
+        }
+        round(&upstream, &prepared, &health).await;
+        let next = Instant::now() + PROBE_INTERVAL;
+        while Instant::now() < next && snapshot.generation() == generation {
+            monoio::time::sleep(RELOAD_POLL.min(next - Instant::now())).await;
+        }
+    }
+}
+
+/// Probe every bucket of `prepared` concurrently and record the results.
+async fn round(upstream: &Rc<Upstream>, prepared: &Arc<Prepared>, health: &Arc<Health>) {
+    let mut tasks = Vec::with_capacity(prepared.buckets.len());
+    for index in 0..prepared.buckets.len() {
+        let (upstream, prepared, health) = (upstream.clone(), prepared.clone(), health.clone());
+        tasks.push(monoio::spawn(async move {
+            let state = probe(&upstream, &prepared, index).await;
+            health.record(&prepared.config.buckets[index].name, state);
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+/// One `HEAD bucket` to bucket `index`'s endpoint.
+async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeState {
+    let bucket = &prepared.config.buckets[index];
+    let p = &prepared.buckets[index];
+    let ep = &bucket.s3.endpoint;
+    let addressing = match bucket.s3.addressing {
+        ConfigAddressing::Path => Addressing::Path,
+        ConfigAddressing::Virtual => Addressing::Virtual,
+    };
+    let (host, uri) = object_target(
+        addressing,
+        &ep.host,
+        ep.port,
+        ep.explicit_port,
+        &bucket.s3.bucket,
+        b"",
+    );
+    let signer = Signer::new(
+        Credentials {
+            access_key: bucket.s3.access_key.expose().to_owned(),
+            secret_key: bucket.s3.secret_key.expose().to_owned(),
+            session_token: bucket
+                .s3
+                .session_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
+        },
+        &bucket.s3.region,
+    );
+    let mut req = signed_request_head(&signer, "HEAD", &host, &uri, "");
+    req.extend_from_slice(b"\r\n");
+    let pool_key: Rc<str> = Rc::from(p.pool_key.as_str());
+    let target = Target {
+        pool_key: &pool_key,
+        host: &ep.host,
+        port: ep.port,
+        tls: p.tls.as_ref(),
+        connect_timeout: p.connect_timeout,
+        first_byte_timeout: p.first_byte_timeout,
+    };
+    match upstream.send(&target, &mut req, true).await {
+        Ok(resp) if resp.status >= 500 => {
+            ProbeState::Failed(format!("S3 answered {}", resp.status))
+        }
+        Ok(resp) => ProbeState::Answered(resp.status),
+        Err(e) => ProbeState::Failed(e.message),
+    }
+}

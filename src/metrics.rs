@@ -1,0 +1,783 @@
+//! Per-core counters and histograms, aggregated on scrape into Prometheus text
+//! (`prometheus-client`'s OpenMetrics encoder, through a [`Collector`] that reads the counters
+//! when `/metrics` is fetched).
+//!
+//! Hot path (writes). Every shard owns one [`ShardMetrics`] and, in it, one [`BucketMetrics`]
+//! per config bucket name; only that shard writes them, so an update is a relaxed load and
+//! store of a core-private cache line (~1 ns, no `lock` prefix, no contention). The scraper
+//! reads them with relaxed loads from the admin thread: a scrape may see one request's
+//! counters half-updated, never a torn value. Bucket lookup by name takes a mutex; the proxy
+//! does it once per config generation and bucket (and the cache on inserts and evictions),
+//! never per hit.
+//!
+//! Cold path (scrape): O(shards x buckets) loads and one text buffer (~100 bytes per series).
+//! Series are summed over shards, except those that describe a shard (`shard` label). Labels
+//! carry config bucket names, methods, status classes and S3 error codes: never paths, keys or
+//! tokens. Metrics of a bucket removed by a reload stay (counters never go backwards) until the
+//! process restarts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// A counter written by one thread only (its shard). `add` is a load and a store, not an
+/// atomic read-modify-write: correct only because a single thread writes it.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Add `n` (wrapping). Call only from the owning shard.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Add 1.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A gauge written by one thread only (its shard); may go negative transiently per shard (an
+/// entry counted on one shard cannot leave from another, so sums stay exact).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Add `n` (may be negative). Call only from the owning shard.
+    #[inline]
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Upper bounds of the latency histograms, seconds (the last bucket is `+Inf`).
+pub const LATENCY_BOUNDS_SECONDS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The same bounds in microseconds, for the hot-path comparison.
+const LATENCY_BOUNDS_US: [u64; 15] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// A latency histogram with [`LATENCY_BOUNDS_SECONDS`], single writer. Observing is a scan of
+/// 15 bounds and three stores.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per-bucket (non-cumulative) counts; index 15 is `+Inf`.
+    buckets: [Counter; 16],
+    sum_us: Counter,
+    count: Counter,
+}
+
+impl Histogram {
+    /// Record one observation.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].inc();
+        self.sum_us.add(us);
+        self.count.inc();
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    fn add_into(&self, acc: &mut HistogramSnapshot) {
+        for (a, b) in acc.buckets.iter_mut().zip(&self.buckets) {
+            *a += b.get();
+        }
+        acc.sum_us += self.sum_us.get();
+        acc.count += self.count.get();
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct HistogramSnapshot {
+    buckets: [u64; 16],
+    sum_us: u64,
+    count: u64,
+}
+
+/// The bucket label of requests that matched no bucket.
+pub const UNROUTED: &str = "-";
+
+/// Request methods counted separately; everything else is `other`.
+pub const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
+/// Status classes, index = first digit - 1.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The counters of one config bucket on one shard. Bucket `-` collects requests that matched no
+/// bucket (404 by path, 400 before routing, OPTIONS).
+#[derive(Debug, Default)]
+pub struct BucketMetrics {
+    /// Responses by method ([`METHODS`]) and status class ([`STATUS_CLASSES`]).
+    pub requests: [[Counter; 5]; 3],
+    /// Time from the request head to the last response byte.
+    pub duration: Histogram,
+    /// Response body bytes written to clients.
+    pub bytes_sent: Counter,
+    /// Requests sent to S3 (misses, bypasses, revalidations, HEADs completing metadata).
+    pub upstream_requests: Counter,
+    /// Time from sending an S3 request to its response head.
+    pub upstream_duration: Histogram,
+    /// S3 failures by code: the S3 error code of 4xx/5xx answers (`NoSuchKey`, `SlowDown`...,
+    /// `http_<status>` without an XML body), or `connect`, `timeout`, `io`, `tls`, `protocol`.
+    upstream_errors: Mutex<BTreeMap<String, u64>>,
+    /// Responses answered from the cache (HIT and STALE).
+    pub cache_hits: Counter,
+    /// Cacheable requests no tier could answer.
+    pub cache_misses: Counter,
+    /// Requests that skipped the cache (bucket not cached, too large, not storable, Range...).
+    pub cache_bypasses: Counter,
+    /// Entries pushed out of the memory layer by capacity.
+    pub cache_evictions: Counter,
+    /// Entries admitted into the memory layer.
+    pub cache_inserts: Counter,
+    /// Entries refused by the memory layer because they outweigh a shard.
+    pub cache_rejected: Counter,
+    /// Body bytes sent from cache entries.
+    pub cache_hit_bytes: Counter,
+    /// Conditional GETs sent to S3 for stale entries.
+    pub cache_revalidations: Counter,
+    /// Of those, the ones S3 answered 304 (the entry was still good).
+    pub cache_revalidated_not_modified: Counter,
+    /// Requests that waited for another request's fetch of the same key (single-flight).
+    pub cache_single_flight_waits: Counter,
+    /// Of those, the ones that gave up after first_byte_timeout_ms and fetched themselves.
+    pub cache_single_flight_timeouts: Counter,
+    /// Entries held in the memory layer.
+    pub cache_items: Gauge,
+    /// Bytes held in the memory layer (entry weights: body, headers, key).
+    pub cache_bytes: Gauge,
+}
+
+impl BucketMetrics {
+    /// Count one response: `method` as received, `status` as sent.
+    #[inline]
+    pub fn record_request(&self, method: &http::Method, status: u16, elapsed: Duration) {
+        let m = if method == http::Method::GET {
+            0
+        } else if method == http::Method::HEAD {
+            1
+        } else {
+            2
+        };
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.requests[m][class].inc();
+        self.duration.observe(elapsed);
+    }
+
+    /// Count one failed S3 exchange under `code` (see the field doc). Takes a mutex: error path
+    /// only.
+    pub fn record_upstream_error(&self, code: &str) {
+        let mut errors = self
+            .upstream_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: S3 defines ~100 codes; anything past 256 distinct ones is folded.
+        let code = if errors.len() >= 256 && !errors.contains_key(code) {
+            "other"
+        } else {
+            code
+        };
+        *errors.entry(code.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Responses counted so far with this method index and status class index.
+    pub fn requests_of(&self, method: usize, class: usize) -> u64 {
+        self.requests[method][class].get()
+    }
+
+    fn upstream_errors(&self) -> Vec<(String, u64)> {
+        self.upstream_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
+/// One shard's metrics, registered with the process [`Metrics`] when the shard starts.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    /// Shard index.
+    pub shard: usize,
+    /// `io_uring` or `epoll`.
+    pub driver: String,
+    /// Pinned CPU, if any.
+    pub cpu: Option<usize>,
+    /// Open client connections on this shard.
+    pub connections: Gauge,
+    /// Connections accepted so far.
+    pub connections_accepted: Counter,
+    buckets: Mutex<BTreeMap<String, Arc<BucketMetrics>>>,
+}
+
+impl ShardMetrics {
+    /// Metrics registered nowhere (benches, unit tests, tools): shard 0, no driver.
+    pub fn standalone() -> ShardMetrics {
+        ShardMetrics::new(0, "none", None)
+    }
+
+    fn new(shard: usize, driver: &str, cpu: Option<usize>) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            driver: driver.to_owned(),
+            cpu,
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            buckets: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The metrics of config bucket `name` on this shard, created on first use. Takes a mutex:
+    /// call it once per config generation (or on cache inserts), keep the `Arc`.
+    pub fn bucket(&self, name: &str) -> Arc<BucketMetrics> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = buckets.get(name) {
+            return b.clone();
+        }
+        let b = Arc::new(BucketMetrics::default());
+        buckets.insert(name.to_owned(), b.clone());
+        b
+    }
+
+    /// Every bucket with metrics on this shard, by name.
+    pub fn buckets(&self) -> Vec<(String, Arc<BucketMetrics>)> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Process-wide metrics: every shard's [`ShardMetrics`] plus the few process-level values.
+/// Shared (`Arc`) between the shards (registration only), the reload path and the admin thread.
+#[derive(Debug)]
+pub struct Metrics {
+    shards: Mutex<Vec<Arc<ShardMetrics>>>,
+    started: Instant,
+    /// Current config generation (0 at start, +1 per published reload).
+    pub config_generation: AtomicU64,
+    /// Reloads applied.
+    pub reloads_ok: AtomicU64,
+    /// Reloads rejected (invalid config or restart-only change).
+    pub reloads_failed: AtomicU64,
+    /// Readiness probes by outcome: `[ok, failed]`.
+    pub probes: [AtomicU64; 2],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            shards: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            config_generation: AtomicU64::new(0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            probes: Default::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Register shard `shard` (called by the shard itself when it starts) and return its
+    /// metrics. Registering an index twice replaces the earlier entry.
+    pub fn register_shard(
+        &self,
+        shard: usize,
+        driver: &str,
+        cpu: Option<usize>,
+    ) -> Arc<ShardMetrics> {
+        let m = Arc::new(ShardMetrics::new(shard, driver, cpu));
+        let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.retain(|s| s.shard != shard);
+        shards.push(m.clone());
+        shards.sort_by_key(|s| s.shard);
+        m
+    }
+
+    /// The registered shards, by index.
+    pub fn shards(&self) -> Vec<Arc<ShardMetrics>> {
+        self.shards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Seconds since the metrics (the process) started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Render every metric as OpenMetrics text (`application/openmetrics-text; version=1.0.0`),
+    /// which Prometheus scrapes natively. Reads `/proc/self` for RSS and open fds.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::with_prefix("yatagarasu");
+        registry.register_collector(Box::new(Scrape(self.clone())));
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// The collector: reads every shard's counters at scrape time.
+#[derive(Debug)]
+struct Scrape(Arc<Metrics>);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels<'_>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    if let [(labels, v)] = series {
+        if labels.is_empty() {
+            return ConstCounter::new(*v).encode(m);
+        }
+    }
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels<'_>, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    if let [(labels, v)] = series {
+        if labels.is_empty() {
+            return ConstGauge::new(*v).encode(m);
+        }
+    }
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels<'_>, HistogramSnapshot)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in series {
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_SECONDS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(h.buckets)
+            .collect();
+        m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_us as f64 / 1e6,
+            h.count,
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The cache counters exported per bucket and layer: (name, help, reader).
+type CacheCounter = (&'static str, &'static str, fn(&BucketMetrics) -> u64);
+const CACHE_COUNTERS: [CacheCounter; 11] = [
+    ("cache_hits", "Responses answered from the cache.", |b| {
+        b.cache_hits.get()
+    }),
+    (
+        "cache_misses",
+        "Cacheable requests no layer could answer.",
+        |b| b.cache_misses.get(),
+    ),
+    ("cache_bypasses", "Requests that skipped the cache.", |b| {
+        b.cache_bypasses.get()
+    }),
+    ("cache_evictions", "Entries pushed out by capacity.", |b| {
+        b.cache_evictions.get()
+    }),
+    ("cache_inserts", "Entries admitted.", |b| {
+        b.cache_inserts.get()
+    }),
+    (
+        "cache_rejected",
+        "Entries refused as heavier than a shard.",
+        |b| b.cache_rejected.get(),
+    ),
+    (
+        "cache_hit_body_bytes",
+        "Body bytes sent from cache entries.",
+        |b| b.cache_hit_bytes.get(),
+    ),
+    (
+        "cache_revalidations",
+        "Conditional GETs sent for stale entries.",
+        |b| b.cache_revalidations.get(),
+    ),
+    (
+        "cache_revalidated_not_modified",
+        "Revalidations S3 answered 304.",
+        |b| b.cache_revalidated_not_modified.get(),
+    ),
+    (
+        "cache_single_flight_waits",
+        "Requests that waited for another's fetch of the key.",
+        |b| b.cache_single_flight_waits.get(),
+    ),
+    (
+        "cache_single_flight_timeouts",
+        "Waits that timed out and fetched themselves.",
+        |b| b.cache_single_flight_timeouts.get(),
+    ),
+];
+
+/// Per-bucket sums over shards.
+#[derive(Default)]
+struct BucketSums {
+    requests: [[u64; 5]; 3],
+    duration: HistogramSnapshot,
+    bytes_sent: u64,
+    upstream_requests: u64,
+    upstream_duration: HistogramSnapshot,
+    upstream_errors: BTreeMap<String, u64>,
+    cache: [u64; CACHE_COUNTERS.len()],
+    cache_items: i64,
+    cache_bytes: i64,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let m = &self.0;
+        let shards = m.shards();
+        let mut sums: BTreeMap<String, BucketSums> = BTreeMap::new();
+        for s in &shards {
+            for (name, b) in s.buckets() {
+                let acc = sums.entry(name).or_default();
+                for (mi, row) in acc.requests.iter_mut().enumerate() {
+                    for (ci, v) in row.iter_mut().enumerate() {
+                        *v += b.requests_of(mi, ci);
+                    }
+                }
+                b.duration.add_into(&mut acc.duration);
+                acc.bytes_sent += b.bytes_sent.get();
+                acc.upstream_requests += b.upstream_requests.get();
+                b.upstream_duration.add_into(&mut acc.upstream_duration);
+                for (code, n) in b.upstream_errors() {
+                    *acc.upstream_errors.entry(code).or_insert(0) += n;
+                }
+                for (a, (_, _, read)) in acc.cache.iter_mut().zip(CACHE_COUNTERS) {
+                    *a += read(&b);
+                }
+                acc.cache_items += b.cache_items.get();
+                acc.cache_bytes += b.cache_bytes.get();
+            }
+        }
+
+        let mut requests = Vec::new();
+        let mut durations = Vec::new();
+        let mut bytes = Vec::new();
+        let mut up_requests = Vec::new();
+        let mut up_durations = Vec::new();
+        let mut up_errors = Vec::new();
+        let mut cache: Vec<Vec<(Labels<'_>, u64)>> = vec![Vec::new(); CACHE_COUNTERS.len()];
+        let mut items = Vec::new();
+        let mut sizes = Vec::new();
+        for (name, s) in &sums {
+            for (mi, row) in s.requests.iter().enumerate() {
+                for (ci, v) in row.iter().enumerate() {
+                    if *v > 0 {
+                        requests.push((
+                            vec![
+                                ("bucket", name.as_str()),
+                                ("method", METHODS[mi]),
+                                ("status_class", STATUS_CLASSES[ci]),
+                            ],
+                            *v,
+                        ));
+                    }
+                }
+            }
+            let b = vec![("bucket", name.as_str())];
+            durations.push((b.clone(), s.duration));
+            bytes.push((b.clone(), s.bytes_sent));
+            if name == UNROUTED {
+                // Unrouted requests never reach S3 or the cache.
+                continue;
+            }
+            up_requests.push((b.clone(), s.upstream_requests));
+            up_durations.push((b.clone(), s.upstream_duration));
+            for (code, n) in &s.upstream_errors {
+                up_errors.push((vec![("bucket", name.as_str()), ("code", code.as_str())], *n));
+            }
+            let layer = vec![("bucket", name.as_str()), ("layer", "memory")];
+            for (series, v) in cache.iter_mut().zip(s.cache) {
+                series.push((layer.clone(), v));
+            }
+            items.push((layer.clone(), s.cache_items));
+            sizes.push((layer, s.cache_bytes));
+        }
+        counter(
+            &mut enc,
+            "requests",
+            "Responses by bucket, method and status class.",
+            &requests,
+        )?;
+        histogram(
+            &mut enc,
+            "request_duration_seconds",
+            "Time from request head to last response byte, by bucket.",
+            &durations,
+        )?;
+        counter(
+            &mut enc,
+            "response_body_bytes",
+            "Response body bytes sent to clients, by bucket.",
+            &bytes,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_requests",
+            "Requests sent to S3, by bucket.",
+            &up_requests,
+        )?;
+        histogram(
+            &mut enc,
+            "upstream_duration_seconds",
+            "Time from sending an S3 request to its response head, by bucket.",
+            &up_durations,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_errors",
+            "Failed S3 exchanges by bucket and S3 error code (or connect/timeout/io/tls/protocol).",
+            &up_errors,
+        )?;
+        for ((name, help, _), series) in CACHE_COUNTERS.iter().zip(&cache) {
+            counter(&mut enc, name, help, series)?;
+        }
+        gauge(
+            &mut enc,
+            "cache_items",
+            "Entries held, by bucket and layer.",
+            &items,
+        )?;
+        gauge(
+            &mut enc,
+            "cache_size_bytes",
+            "Bytes held (entry weights), by bucket and layer.",
+            &sizes,
+        )?;
+
+        let shard_ids: Vec<String> = shards.iter().map(|s| s.shard.to_string()).collect();
+        let cpus: Vec<String> = shards
+            .iter()
+            .map(|s| s.cpu.map_or_else(|| "none".to_owned(), |c| c.to_string()))
+            .collect();
+        let mut active = Vec::new();
+        let mut accepted = Vec::new();
+        let mut info = Vec::new();
+        for ((s, id), cpu) in shards.iter().zip(&shard_ids).zip(&cpus) {
+            active.push((vec![("shard", id.as_str())], s.connections.get()));
+            accepted.push((vec![("shard", id.as_str())], s.connections_accepted.get()));
+            info.push((
+                vec![
+                    ("shard", id.as_str()),
+                    ("driver", s.driver.as_str()),
+                    ("cpu", cpu.as_str()),
+                ],
+                1,
+            ));
+        }
+        gauge(
+            &mut enc,
+            "connections_active",
+            "Open client connections, by shard.",
+            &active,
+        )?;
+        counter(
+            &mut enc,
+            "connections_accepted",
+            "Client connections accepted, by shard.",
+            &accepted,
+        )?;
+        gauge(
+            &mut enc,
+            "shard_info",
+            "One series per shard with its I/O driver and pinned CPU (value 1).",
+            &info,
+        )?;
+        gauge(
+            &mut enc,
+            "shards",
+            "Shards running.",
+            &[(vec![], shards.len() as i64)],
+        )?;
+        gauge(
+            &mut enc,
+            "config_generation",
+            "Generation of the config in use (0 at start, +1 per applied reload).",
+            &[(vec![], m.config_generation.load(Relaxed) as i64)],
+        )?;
+        counter(
+            &mut enc,
+            "config_reloads",
+            "Reload attempts by result.",
+            &[
+                (vec![("result", "ok")], m.reloads_ok.load(Relaxed)),
+                (vec![("result", "error")], m.reloads_failed.load(Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "readiness_probes",
+            "Backend readiness probes by result.",
+            &[
+                (vec![("result", "ok")], m.probes[0].load(Relaxed)),
+                (vec![("result", "failed")], m.probes[1].load(Relaxed)),
+            ],
+        )?;
+        let (rss, fds) = process_usage();
+        gauge(
+            &mut enc,
+            "process_resident_memory_bytes",
+            "Resident set size of the process.",
+            &[(vec![], rss)],
+        )?;
+        gauge(
+            &mut enc,
+            "process_open_fds",
+            "Open file descriptors of the process.",
+            &[(vec![], fds)],
+        )?;
+        gauge(
+            &mut enc,
+            "uptime_seconds",
+            "Seconds since the process started.",
+            &[(vec![], m.uptime().as_secs() as i64)],
+        )?;
+        Ok(())
+    }
+}
+
+/// Resident set size in bytes (`/proc/self/statm` x page size) and open fds
+/// (`/proc/self/fd` entries); -1 where `/proc` cannot be read. Blocking: admin thread only.
+pub fn process_usage() -> (i64, i64) {
+    let page = 4096i64; // the x86_64 and aarch64 Linux page size we target
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .map_or(-1, |pages| pages * page);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(-1, |d| d.count() as i64 - 1);
+    (rss, fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_bound() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(400));
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(100));
+        let mut s = HistogramSnapshot::default();
+        h.add_into(&mut s);
+        assert_eq!(s.buckets[0], 2, "<= 0.5 ms");
+        assert_eq!(s.buckets[3], 1, "<= 5 ms");
+        assert_eq!(s.buckets[15], 1, "+Inf");
+        assert_eq!(s.count, 4);
+        assert_eq!(s.sum_us, 400 + 500 + 3000 + 100_000_000);
+    }
+
+    #[test]
+    fn render_sums_shards_and_names_series() {
+        let m = Arc::new(Metrics::default());
+        let a = m.register_shard(0, "io_uring", Some(0));
+        let b = m.register_shard(1, "epoll", None);
+        for s in [&a, &b] {
+            let pb = s.bucket("public");
+            pb.record_request(&http::Method::GET, 200, Duration::from_millis(2));
+            pb.bytes_sent.add(1024);
+            pb.cache_hits.inc();
+        }
+        a.bucket("public")
+            .record_request(&http::Method::HEAD, 404, Duration::from_millis(1));
+        a.bucket("public").record_upstream_error("NoSuchKey");
+        b.bucket("public").record_upstream_error("NoSuchKey");
+        a.connections.add(3);
+        let text = m.render();
+        for line in [
+            "yatagarasu_requests_total{bucket=\"public\",method=\"GET\",status_class=\"2xx\"} 2",
+            "yatagarasu_requests_total{bucket=\"public\",method=\"HEAD\",status_class=\"4xx\"} 1",
+            "yatagarasu_response_body_bytes_total{bucket=\"public\"} 2048",
+            "yatagarasu_upstream_errors_total{bucket=\"public\",code=\"NoSuchKey\"} 2",
+            "yatagarasu_cache_hits_total{bucket=\"public\",layer=\"memory\"} 2",
+            "yatagarasu_request_duration_seconds_count{bucket=\"public\"} 3",
+            "yatagarasu_request_duration_seconds_bucket{le=\"+Inf\",bucket=\"public\"} 3",
+            "yatagarasu_connections_active{shard=\"0\"} 3",
+            "yatagarasu_shard_info{shard=\"1\",driver=\"epoll\",cpu=\"none\"} 1",
+            "yatagarasu_shards 2",
+            "yatagarasu_config_generation 0",
+            "yatagarasu_config_reloads_total{result=\"ok\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn upstream_error_codes_are_bounded() {
+        let b = BucketMetrics::default();
+        for i in 0..300 {
+            b.record_upstream_error(&format!("Code{i}"));
+        }
+        let errors = b.upstream_errors();
+        assert_eq!(errors.len(), 257);
+        assert_eq!(
+            errors.iter().find(|(c, _)| c == "other").map(|e| e.1),
+            Some(44)
+        );
+    }
+}
