@@ -725,6 +725,11 @@ impl Shard {
         let status = resp.status;
         if !matches!(status, 200 | 206 | 304) {
             info.cache = x_cache;
+            if x_cache == "BYPASS" {
+                info.metrics.cache_bypasses.inc();
+            } else {
+                info.metrics.cache_misses.inc();
+            }
             return Err(self.origin_error(&mut resp, request_id, info.metrics).await);
         }
         let is_head = head.method == Method::HEAD;
