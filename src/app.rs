@@ -181,6 +181,20 @@ pub fn reload(
             .map(|key| format!("{key}: changing it needs a restart; reload rejected"))
             .collect());
     }
+    let running = snapshot.load();
+    let later = running.config.startup_only_changes(&cfg);
+    if !later.is_empty() {
+        tracing::warn!(
+            keys = %later.join(", "),
+            "these changes are accepted but take effect at the next restart"
+        );
+    }
+    let level = (running.config.logging.level != cfg.logging.level).then_some(cfg.logging.level);
+    drop(running);
     let prepared = Prepared::new(cfg)?;
-    Ok(snapshot.store(prepared))
+    let generation = snapshot.store(prepared);
+    if let Some(level) = level {
+        crate::logging::set_level(level);
+    }
+    Ok(generation)
 }

@@ -4,36 +4,59 @@
 //!
 //! Not on the hot path except the access log line (one formatted line per request, handed to the
 //! writer thread through a bounded channel; lines are dropped, not waited for, when it is full).
+//! The level sits behind `tracing-subscriber`'s reload layer so a config reload can change it;
+//! that adds one uncontended-in-practice read lock per event, next to the channel send the line
+//! costs anyway.
+
+use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, LogLevel, LoggingConfig};
 
+/// Handle that swaps the level filter on reload (`None` when `RUST_LOG` overrides the config).
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 /// Install the global subscriber. Keep the returned guard alive for the life of the process: it
-/// flushes buffered lines when dropped.
+/// flushes buffered lines when dropped. `logging.level` can change later through
+/// [`set_level`]; `logging.format` is fixed for the life of the process.
 pub fn init(cfg: &LoggingConfig) -> WorkerGuard {
-    let level = match cfg.level {
-        LogLevel::Trace => "trace",
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let overridden = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(cfg.level.as_str()));
+    let (filter, handle) = reload::Layer::new(filter);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_thread_names(true);
-    let result = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = match cfg.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
-    if let Err(e) = result {
-        eprintln!("yatagarasu: logging already initialised: {e}");
+    match tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+    {
+        Ok(()) if !overridden => {
+            let _ = LEVEL.set(handle);
+        }
+        Ok(()) => {}
+        Err(e) => eprintln!("yatagarasu: logging already initialised: {e}"),
     }
     guard
+}
+
+/// Apply a reloaded `logging.level` (no-op when `RUST_LOG` set the filter at startup).
+pub fn set_level(level: LogLevel) {
+    if let Some(handle) = LEVEL.get() {
+        if let Err(e) = handle.reload(EnvFilter::new(level.as_str())) {
+            tracing::warn!(error = %e, "cannot change the log level");
+        }
+    }
 }

@@ -264,7 +264,7 @@ fn no_token_means_loopback_only_and_no_public_listener() {
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1), "an invalid config");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("admin.token") && err.contains("loopback"),
@@ -538,4 +538,30 @@ fn systemd_notifications_are_sent() {
         .wait_exit(Duration::from_secs(10))
         .expect("exit after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn reload_changes_the_log_level() {
+    let base = config("", "");
+    let proxy = Proxy::start(&base);
+    proxy.get("/public/hello.txt", &[("X-Request-Id", "lvl-info")]);
+    let quiet = base.replace("level: info", "level: warn");
+    assert_ne!(quiet, base);
+    let r = reload_api(&proxy, &quiet);
+    assert_eq!(r.status, 200);
+    proxy.get("/public/hello.txt", &[("X-Request-Id", "lvl-warn")]);
+    // A rejected reload logs at error level: once it shows, the log is past the second request.
+    let r = reload_api(&proxy, "buckets: []\n");
+    assert_eq!(r.status, 400);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log_text().contains("config reload rejected") {
+        assert!(Instant::now() < deadline, "no rejection line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = proxy.log_text();
+    assert!(log.contains("lvl-info"), "info lines before the reload");
+    assert!(
+        !log.contains("lvl-warn"),
+        "no access (info) lines at level warn"
+    );
 }

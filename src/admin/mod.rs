@@ -17,8 +17,7 @@
 //! Access rules: `/health`, `/ready` and `/metrics` are open (they carry no secrets: labels are
 //! bucket names, never keys or tokens). `/admin/*` requires `Authorization: Bearer
 //! <admin.token>`, compared in constant time; with no token configured it is answered only to
-//! loopback peers, and the listener refuses to start on a non-loopback address (config check in
-//! [`bind`]).
+//! loopback peers, and config validation refuses a non-loopback `admin.listen` without one.
 //!
 //! Not on the hot path. Cost: one thread; per request a route match and, for the cache
 //! endpoints, one mailbox job per shard.
@@ -54,18 +53,13 @@ use health::Health;
 /// Admin connections served at once; more are closed on accept.
 pub const MAX_ADMIN_CONNECTIONS: usize = 256;
 
-/// Bind the admin listener for `cfg.admin` (see the module docs for the socket options).
+/// Bind the admin listener for `cfg.admin` (see the module docs for the socket options). Config
+/// validation already refused a non-loopback `admin.listen` without `admin.token`.
 ///
-/// Errors: `admin.listen` is not a loopback address and `admin.token` is empty (the admin API
-/// would be open to the network), or the bind fails (address in use, permission).
+/// Errors: the bind fails (address in use, permission).
 pub fn bind(cfg: &Config) -> Result<std::net::TcpListener, String> {
     let addr = cfg.admin.listen;
-    if cfg.admin.token.is_none() && !addr.ip().is_loopback() {
-        return Err(format!(
-            "admin.listen is {addr}, not a loopback address, and admin.token is empty: \
-             set admin.token or listen on 127.0.0.1 / [::1]"
-        ));
-    }
+    debug_assert!(cfg.admin.token.is_some() || addr.ip().is_loopback());
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| format!("admin.listen: cannot bind {addr}: {e}"))?;
     listener

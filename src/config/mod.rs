@@ -209,13 +209,14 @@ pub const RESTART_ONLY_KEYS: [&str; 5] = [
 
 /// Keys a reload accepts but that take effect only at the next restart (they size or open
 /// per-core state built at startup). Compared by [`Config::startup_only_changes`].
-pub const STARTUP_ONLY_KEYS: [&str; 6] = [
+pub const STARTUP_ONLY_KEYS: [&str; 7] = [
     "cache.memory.max_cache_size_mb",
     "cache.disk.enabled",
     "cache.disk.cache_dir",
     "cache.disk.max_disk_cache_size_mb",
     "cache.redis.enabled",
     "cache.redis.url",
+    "logging.format",
 ];
 
 impl Config {
@@ -251,6 +252,7 @@ impl Config {
             a.disk.max_disk_cache_size_mb != b.disk.max_disk_cache_size_mb,
             a.redis.enabled != b.redis.enabled,
             a.redis.url != b.redis.url,
+            self.logging.format != new.logging.format,
         ];
         STARTUP_ONLY_KEYS
             .iter()

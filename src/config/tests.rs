@@ -615,9 +615,15 @@ fn restart_only_changes_lists_changed_keys() {
     d.cache.memory.max_cache_size_mb = 1;
     d.cache.redis.url = Secret::new("redis://other:6379/0");
     d.cache.memory.default_ttl_seconds = 5;
+    d.logging.format = LogFormat::Text;
+    d.logging.level = LogLevel::Debug;
     assert_eq!(
         a.startup_only_changes(&d),
-        ["cache.memory.max_cache_size_mb", "cache.redis.url"]
+        [
+            "cache.memory.max_cache_size_mb",
+            "cache.redis.url",
+            "logging.format"
+        ]
     );
     assert!(a.restart_only_changes(&d).is_empty());
 }
@@ -725,4 +731,16 @@ fn load_file_checks_named_files() {
     let err = load_file(&dir.join("nope.yaml")).unwrap_err();
     assert!(err.to_string().starts_with("cannot read config file"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_public_admin_listener_needs_a_token() {
+    let open = parse(&format!("admin: {{listen: '0.0.0.0:9090'}}\n{BUCKET}"));
+    let errs = open.expect_err("no token on 0.0.0.0");
+    assert!(errs.to_string().contains("admin.token"), "{errs}");
+    assert!(parse(&format!(
+        "admin: {{listen: '0.0.0.0:9090', token: t}}\n{BUCKET}"
+    ))
+    .is_ok());
+    assert!(parse(&format!("admin: {{listen: '[::1]:9090'}}\n{BUCKET}")).is_ok());
 }

@@ -77,7 +77,18 @@ pub(super) fn buckets(seq: &[Value], top_level_jwt: bool, path: &str, d: &mut De
 
 /// `admin.listen` must not collide with `server.listen`: same non-zero port on the same
 /// address, or on any address when either side is the wildcard.
+/// With no `admin.token`, `admin.listen` must be a loopback address: the admin API (reload,
+/// purge) would otherwise be open to the network.
 pub(super) fn listeners(server: &ServerConfig, admin: &AdminConfig, d: &mut Decoder) {
+    if admin.token.is_none() && !admin.listen.ip().is_loopback() {
+        d.error(
+            "admin.token",
+            format!(
+                "required when admin.listen ({}) is not a loopback address; set a token or listen on 127.0.0.1 / [::1]",
+                admin.listen
+            ),
+        );
+    }
     if collide(server.listen, admin.listen) {
         d.error(
             "admin.listen",
