@@ -699,14 +699,17 @@ impl Collector for Scrape {
     }
 }
 
-/// Resident set size in bytes (`/proc/self/statm` x page size) and open fds
-/// (`/proc/self/fd` entries); -1 where `/proc` cannot be read. Blocking: admin thread only.
+/// Resident set size in bytes (`VmRSS` of `/proc/self/status`, reported in kB whatever the page
+/// size) and open fds (`/proc/self/fd` entries, minus the one reading it); -1 where `/proc`
+/// cannot be read. Blocking: admin thread only.
 pub fn process_usage() -> (i64, i64) {
-    let page = 4096i64; // the x86_64 and aarch64 Linux page size we target
-    let rss = std::fs::read_to_string("/proc/self/statm")
+    let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
-        .map_or(-1, |pages| pages * page);
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<i64>().ok()
+        })
+        .map_or(-1, |kib| kib * 1024);
     let fds = std::fs::read_dir("/proc/self/fd").map_or(-1, |d| d.count() as i64 - 1);
     (rss, fds)
 }

@@ -56,7 +56,7 @@ fn sighup_applies_a_valid_config_and_rejects_bad_ones() {
     assert_eq!(c.request("GET", "/added/video.bin", &[]).status, 200);
 
     // A change that needs a restart is rejected with that reason.
-    let moved = config("", &fixed).replace("127.0.0.1:0", "127.0.0.1:1");
+    let moved = config("", &fixed).replacen("127.0.0.1:0", "127.0.0.1:1", 1);
     let line = proxy.reload(&moved);
     assert!(
         line.contains("server.listen") && line.contains("restart"),
