@@ -360,15 +360,7 @@ fn reload_by_api_changes_credentials_adds_and_removes_buckets() {
     assert_eq!(proxy.get("/private/secret.txt", &[]).status, 403);
 
     // Back, plus a new bucket; then the new bucket removed.
-    let extra = bucket_yaml(
-        "extra",
-        "/extra",
-        "yata-public",
-        &b.endpoint,
-        &b.ak1,
-        &b.sk1,
-        "",
-    );
+    let extra = public_bucket_yaml("extra", "/extra");
     let r = reload_api(&proxy, &config("", &extra));
     assert_eq!(r.json()["config_generation"], 2);
     assert_eq!(proxy.get("/private/secret.txt", &[]).status, 200);
@@ -423,19 +415,10 @@ fn reload_by_api_changes_credentials_adds_and_removes_buckets() {
 
 #[test]
 fn reload_by_sighup_adds_and_removes_a_bucket() {
-    let b = backend();
     let base = config("", "");
     let proxy = Proxy::start(&base);
     proxy.get("/extra/hello.txt", &[]).assert_json_error(404);
-    let extra = bucket_yaml(
-        "extra",
-        "/extra",
-        "yata-public",
-        &b.endpoint,
-        &b.ak1,
-        &b.sk1,
-        "",
-    );
+    let extra = public_bucket_yaml("extra", "/extra");
     let line = proxy.reload(&config("", &extra));
     assert!(
         line.contains("config reloaded") && line.contains("SIGHUP"),

@@ -20,15 +20,7 @@ fn twenty_reloads_under_load_fail_no_request() {
     let secret = b.object("yata-private", "secret.txt").clone();
     let base = config("", "");
     // The other config: one more bucket, and /public uncached (so requests go to S3).
-    let extra = bucket_yaml(
-        "extra",
-        "/extra",
-        "yata-public",
-        &b.endpoint,
-        &b.ak1,
-        &b.sk1,
-        "",
-    );
+    let extra = public_bucket_yaml("extra", "/extra");
     let other = config("", &extra).replacen(
         "path_prefix: /public\n",
         "path_prefix: /public\n    cache: {enabled: false}\n",

@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 use yatagarasu_runtime::Snapshot;
 
 use super::health::{Health, ProbeState};
-use crate::config::Addressing as ConfigAddressing;
 use crate::proxy::prepared::Prepared;
-use crate::proxy::signed_request_head;
-use crate::s3::addressing::{object_target, Addressing};
-use crate::s3::sigv4::{Credentials, Signer};
+use crate::proxy::{addressing_of, signed_request_head, signer_for};
+use crate::s3::addressing::object_target;
 use crate::upstream::{Target, Upstream};
 
 /// Time between two probe rounds.
@@ -71,30 +69,15 @@ async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeS
     let bucket = &prepared.config.buckets[index];
     let p = &prepared.buckets[index];
     let ep = &bucket.s3.endpoint;
-    let addressing = match bucket.s3.addressing {
-        ConfigAddressing::Path => Addressing::Path,
-        ConfigAddressing::Virtual => Addressing::Virtual,
-    };
     let (host, uri) = object_target(
-        addressing,
+        addressing_of(bucket),
         &ep.host,
         ep.port,
         ep.explicit_port,
         &bucket.s3.bucket,
         b"",
     );
-    let signer = Signer::new(
-        Credentials {
-            access_key: bucket.s3.access_key.expose().to_owned(),
-            secret_key: bucket.s3.secret_key.expose().to_owned(),
-            session_token: bucket
-                .s3
-                .session_token
-                .as_ref()
-                .map(|t| t.expose().to_owned()),
-        },
-        &bucket.s3.region,
-    );
+    let signer = signer_for(bucket);
     let mut req = signed_request_head(&signer, "HEAD", &host, &uri, "");
     req.extend_from_slice(b"\r\n");
     let pool_key: Rc<str> = Rc::from(p.pool_key.as_str());

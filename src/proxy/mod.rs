@@ -28,7 +28,7 @@ use crate::auth::{authenticate, extract_token, AuthError, TokenCache, Verified};
 use crate::cache::memory::MemoryShard;
 use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
 use crate::cache::{storable_ttl, CacheKey, CachedObject, STORED_HEADERS};
-use crate::config::Addressing as ConfigAddressing;
+use crate::config::{Addressing as ConfigAddressing, BucketConfig};
 use crate::error::{json_body, ErrorKind, ProxyError};
 use crate::http::forwarded::client_ip;
 use crate::http::io::write_all;
@@ -93,14 +93,7 @@ impl Local {
             .iter()
             .zip(&prepared.buckets)
             .map(|(b, p)| LocalBucket {
-                signer: Signer::new(
-                    Credentials {
-                        access_key: b.s3.access_key.expose().to_owned(),
-                        secret_key: b.s3.secret_key.expose().to_owned(),
-                        session_token: b.s3.session_token.as_ref().map(|t| t.expose().to_owned()),
-                    },
-                    &b.s3.region,
-                ),
+                signer: signer_for(b),
                 pool_key: Rc::from(p.pool_key.as_str()),
                 metrics: metrics.bucket(&b.name),
             })
@@ -485,12 +478,8 @@ impl Shard {
         let bucket = &local.prepared.config.buckets[index];
         let prepared = &local.prepared.buckets[index];
         let ep = &bucket.s3.endpoint;
-        let addressing = match bucket.s3.addressing {
-            ConfigAddressing::Path => Addressing::Path,
-            ConfigAddressing::Virtual => Addressing::Virtual,
-        };
         let (host, canonical_uri) = object_target(
-            addressing,
+            addressing_of(bucket),
             &ep.host,
             ep.port,
             ep.explicit_port,
@@ -1115,6 +1104,28 @@ fn build_request(
     }
     req.extend_from_slice(b"\r\n");
     req
+}
+
+/// The SigV4 signer for `bucket`'s credentials and region (derives nothing until first use; the
+/// signing key is cached per day inside).
+pub(crate) fn signer_for(bucket: &BucketConfig) -> Signer {
+    let s3 = &bucket.s3;
+    Signer::new(
+        Credentials {
+            access_key: s3.access_key.expose().to_owned(),
+            secret_key: s3.secret_key.expose().to_owned(),
+            session_token: s3.session_token.as_ref().map(|t| t.expose().to_owned()),
+        },
+        &s3.region,
+    )
+}
+
+/// `bucket`'s addressing style as the S3 module names it.
+pub(crate) fn addressing_of(bucket: &BucketConfig) -> Addressing {
+    match bucket.s3.addressing {
+        ConfigAddressing::Path => Addressing::Path,
+        ConfigAddressing::Virtual => Addressing::Virtual,
+    }
 }
 
 /// The request line and headers of a SigV4-signed, body-less S3 request (AWS SigV4 documentation,

@@ -126,6 +126,13 @@ pub fn bucket_yaml(
     )
 }
 
+/// A bucket entry `name` at `prefix` on `yata-public` with user 1's credentials (for reload tests
+/// that add and remove buckets).
+pub fn public_bucket_yaml(name: &str, prefix: &str) -> String {
+    let b = backend();
+    bucket_yaml(name, prefix, "yata-public", &b.endpoint, &b.ak1, &b.sk1, "")
+}
+
 /// The standard test config: `/public` and `/media` (user 1), `/private` (user 2), with `server`
 /// overrides in `server_extra` (YAML lines indented by 2) and extra bucket entries appended.
 pub fn config(server_extra: &str, extra_buckets: &str) -> String {
