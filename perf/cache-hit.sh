@@ -1,69 +1,57 @@
 #!/usr/bin/env bash
-# 1 KiB cache hits through one pinned Yatagarasu shard, against
-#   (a) the ceiling: nginx, one worker, serving the same 1 KiB file (page cache + open_file_cache);
+# Cache hits of one object (1 KiB by default, or SIZE) through one pinned Yatagarasu shard, against
+#   (a) the ceiling: nginx, one worker, serving the same bytes as a file (page cache +
+#       open_file_cache);
 #   (b) the peer:    nginx proxy_cache, one worker, in front of the same Ceph RGW, serving hits;
 # in alternating wrk runs within one invocation (the order rotates each round), and the ratios of
-# the medians. Issue 4's targets: proxy >= 0.9x the ceiling and >= 1.2x the peer.
-# Loopback only; every wrk run is bounded by -d, every wait by a timeout; everything started here
-# (backends, nginx, the proxy) is stopped by PID on exit, never by name.
+# the medians. Issue 6's targets at 1 KiB and 64 connections: proxy >= 0.9x the ceiling and
+# >= 1.2x the peer, p99 no worse than the peer's.
 #
-# usage: bash perf/cache-hit.sh [RUNS] [SECONDS] [CONNECTIONS]
-#        defaults: 5 5 16
-# env:   YATA_PERF_PROXY_CPU (0): the proxy shard and the nginx worker (one at a time under load);
-#        YATA_PERF_LOAD_CPU (1): wrk. RGW floats (idle once both caches are warm).
-#        YATA_PERF_NO_BUILD=1: use the existing target/release/yatagarasu instead of building.
-#        YATA_PERF_ALLOW_MISS=1: run even if the proxy never answers `X-Cache: HIT` (before the
-#        cache is wired, this measures the miss path; the result file says so). Without it, no HIT
-#        is an error.
-# out:   a table on stdout and the same appended to perf/results/<date>-cache-hit.md, with machine,
-#        kernel, commit, proxy driver and nginx version. Work files under perf/out/cache-hit/.
+# usage:    bash perf/cache-hit.sh [RUNS] [SECONDS] [CONNECTIONS] [SIZE]
+#           defaults: 5 5 16 1k. SIZE: 1k (the seeded 1k.bin) or a byte count with an optional
+#           k/m suffix (KiB/MiB), e.g. 100k: a deterministic object of that size is uploaded to RGW
+#           as perf-<SIZE>.bin first. perf/cache-hit-100k.sh is the 100 KiB wrapper.
+# env:      perf/lib.sh's (YATA_PERF_PROXY_CPU 0: the proxy shard and the nginx worker, one at a
+#           time under load; YATA_PERF_LOAD_CPU 1: wrk; RGW floats, idle once both caches are warm;
+#           YATA_PERF_NO_BUILD=1 ...), and YATA_PERF_ALLOW_MISS=1: run even if the proxy never
+#           answers `X-Cache: HIT` (the result then says it measured the miss path).
+# installs: the Debian test packages (tests/support/install-deps.sh: Ceph, nginx, wrk) when missing;
+#           builds the release binary unless YATA_PERF_NO_BUILD=1.
+# out:      a table on stdout, appended to perf/results/<date>-cache-hit[-SIZE].md with machine,
+#           kernel, commit, proxy driver and nginx version. Work files in perf/out/cache-hit*/.
 #
-# All three serve byte-identical bodies (checked with cmp before measuring). The nginx peer
-# fetches the object once with a replayed SigV4-signed GET (valid ~15 min, long enough for its
-# single fill); afterwards both caches answer from memory/page cache and RGW is idle.
+# Traffic goes to 127.0.0.1 only; every wrk run is bounded by -d and every wait by a timeout;
+# everything started here (RGW, nginx, the proxy) is stopped by PID on exit, never by name.
+# All three serve byte-identical bodies (checked with cmp before measuring). The nginx peer fetches
+# the object once with a replayed SigV4-signed GET (valid ~15 min, long enough for its single
+# fill); afterwards both caches answer from memory / page cache and RGW is idle.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 # shellcheck disable=SC1091
-. tests/support/lib.sh
-RUNS=${1:-5}; SECS=${2:-5}; CONNS=${3:-16}
-PROXY_CPU=${YATA_PERF_PROXY_CPU:-0}; LOAD_CPU=${YATA_PERF_LOAD_CPU:-1}
-KEY=1k.bin
-WORK=$ROOT/perf/out/cache-hit
-STATE=$WORK/state
+. "$(dirname "$0")/lib.sh"
+RUNS=${1:-5}; SECS=${2:-5}; CONNS=${3:-16}; SIZE_ARG=${4:-1k}
+case ${SIZE_ARG,,} in
+  *k) SIZE=$((${SIZE_ARG%[kK]} * 1024)) ;;
+  *m) SIZE=$((${SIZE_ARG%[mM]} * 1048576)) ;;
+  *) SIZE=$SIZE_ARG ;;
+esac
+[[ $SIZE =~ ^[0-9]+$ && $SIZE -gt 0 ]] || { echo "SIZE must be a positive byte count (1k, 100k, 4096)"; exit 2; }
+if ((SIZE == 1024)); then SCEN=cache-hit; KEY=1k.bin; else SCEN=cache-hit-${SIZE_ARG,,}; KEY=perf-${SIZE_ARG,,}.bin; fi
+perf_init "$SCEN" "$@"
 NGX=$WORK/nginx
-mkdir -p "$WORK" perf/results
 rm -rf "$NGX"
-mkdir -p "$NGX/tmp" "$NGX/www" "$NGX/proxy_cache"
+mkdir -p "$NGX/www" "$NGX/proxy_cache"
 
-bash tests/support/install-deps.sh
-command -v wrk >/dev/null || { echo "wrk is missing (tests/support/install-deps.sh installs it)"; exit 1; }
-if [[ ${YATA_PERF_NO_BUILD:-0} != 1 ]]; then cargo build --release --quiet; fi
-[[ -x target/release/yatagarasu ]] || { echo "target/release/yatagarasu is missing"; exit 1; }
-
-PROXY_PID=""; NGINX_PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n $PROXY_PID ]] && yata_pid_alive "$PROXY_PID" yatagarasu; then
-    kill -TERM "$PROXY_PID" 2>/dev/null || true
-    yata_wait_gone "$PROXY_PID" 10 || kill -KILL "$PROXY_PID" 2>/dev/null || true
-  fi
-  if [[ -n $NGINX_PID ]] && yata_pid_alive "$NGINX_PID" nginx; then
-    # SIGTERM to the master: fast shutdown; the master stops its worker.
-    kill -TERM "$NGINX_PID" 2>/dev/null || true
-    yata_wait_gone "$NGINX_PID" 10 || kill -KILL "$NGINX_PID" 2>/dev/null || true
-  fi
-  bash tests/support/stop-backends.sh "$STATE" >/dev/null 2>&1 || true
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-bash tests/support/start-backends.sh --demo-only "$STATE" >/dev/null
-# shellcheck disable=SC1091
-. "$STATE/env"
+perf_need wrk
+perf_build
+perf_start_rgw
 RGW_HOSTPORT=${YATA_TEST_S3_ENDPOINT#http://}
 DIRECT_URL="$YATA_TEST_S3_ENDPOINT/yata-public/$KEY"
+if [[ $KEY != 1k.bin ]]; then
+  # Deterministic bytes (like seed.py): the same object on every run.
+  "$YATA_TEST_PYTHON" -c 'import random,sys; n=int(sys.argv[1]); sys.stdout.buffer.write(random.Random("yata-public/"+sys.argv[2]).randbytes(n))' \
+    "$SIZE" "$KEY" >"$WORK/$KEY"
+  "$YATA_TEST_PYTHON" tests/support/put-object.py yata-public "$KEY" <"$WORK/$KEY" >/dev/null
+fi
 
 # The reference bytes: the object as RGW serves it. The ceiling serves exactly this file.
 mapfile -t SIGNED < <("$YATA_TEST_PYTHON" tests/support/sigv4.py "$DIRECT_URL" "$YATA_TEST_AK1" "$YATA_TEST_SK1" --format raw)
@@ -71,45 +59,21 @@ CURL_SIGNED=()
 for h in "${SIGNED[@]}"; do CURL_SIGNED+=(-H "$h"); done
 curl -fsS --max-time 10 -o "$NGX/www/$KEY" "${CURL_SIGNED[@]}" "$DIRECT_URL" \
   || { echo "signed GET of $DIRECT_URL failed"; exit 1; }
-[[ $(stat -c %s "$NGX/www/$KEY") == 1024 ]] || { echo "$KEY is not 1024 bytes"; exit 1; }
+[[ $(stat -c %s "$NGX/www/$KEY") == "$SIZE" ]] || { echo "$KEY is not $SIZE bytes"; exit 1; }
 chmod -R a+rX "$NGX/www"
 
 # ---- nginx: ceiling and peer, one worker pinned to the proxy's CPU ------------------------------
 CEIL_PORT=$(yata_pick_port nginx-ceiling 7581)
 PEER_PORT=$(yata_pick_port nginx-peer 7582)
 [[ $CEIL_PORT != "$PEER_PORT" ]] || PEER_PORT=$(yata_pick_port nginx-peer 0)
-NGX_USER=""
-if [[ $(id -u) -eq 0 ]]; then
-  NGX_USER="user nobody nogroup;"
-  chown -R nobody:nogroup "$NGX/tmp" "$NGX/proxy_cache"
-fi
+[[ $(id -u) -ne 0 ]] || chown -R nobody:nogroup "$NGX/proxy_cache"
 # nginx wants header values without CR/LF; the signed values are single-line by construction.
 SIGNED_NGX=""
 for h in "${SIGNED[@]}"; do
   SIGNED_NGX+="            proxy_set_header ${h%%:*} \"${h#*: }\";"$'\n'
 done
-cat >"$NGX/nginx.conf" <<EOF
-# Generated by perf/cache-hit.sh: the ceiling (static file) and the peer (proxy_cache) servers.
-$NGX_USER
-worker_processes 1;
-daemon off;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $NGX/tmp/body;
-    proxy_temp_path $NGX/tmp/proxy;
-    fastcgi_temp_path $NGX/tmp/fastcgi;
-    uwsgi_temp_path $NGX/tmp/uwsgi;
-    scgi_temp_path $NGX/tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    default_type application/octet-stream;
-    # The ceiling: the 1 KiB file, descriptor and metadata cached, bytes from the page cache.
+perf_nginx_conf "$NGX" "
+    # The ceiling: the file, descriptor and metadata cached, bytes from the page cache.
     open_file_cache max=64 inactive=300s;
     open_file_cache_valid 300s;
     server {
@@ -131,68 +95,34 @@ http {
         location = /perf/$KEY {
             proxy_pass http://rgw/yata-public/$KEY;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             # The signed request: Host and the SigV4 headers, replayed for the single fill.
-            proxy_set_header Host "$RGW_HOSTPORT";
+            proxy_set_header Host \"$RGW_HOSTPORT\";
 $SIGNED_NGX
             proxy_cache peer;
             proxy_cache_valid 200 1h;
             proxy_cache_lock on;
             add_header X-Cache \$upstream_cache_status;
         }
-    }
-}
-EOF
-nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" -t >"$NGX/test.log" 2>&1 \
-  || { echo "nginx config test failed:"; cat "$NGX/test.log"; exit 1; }
-taskset -c "$PROXY_CPU" nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
-NGINX_PID=$!
-NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+    }" >"$NGX/nginx.conf"
+perf_start_nginx "$NGX"
 
 # ---- Yatagarasu: one shard, pinned, memory cache on ----------------------------------------------
 CONF=$WORK/yatagarasu.yaml
-cat >"$CONF" <<EOF
-server:
-  listen: "127.0.0.1:0"
-  shards: 1
-  cpu_affinity: [$PROXY_CPU]
-logging: {level: warn, format: json, access_log: false}
-cache:
-  memory: {max_cache_size_mb: 64, max_item_size_mb: 1, default_ttl_seconds: 3600}
-buckets:
-  - name: perf
-    path_prefix: /perf
-    s3:
-      bucket: yata-public
-      region: us-east-1
-      endpoint: "$YATA_TEST_S3_ENDPOINT"
-      addressing: path
-      access_key: "$YATA_TEST_AK1"
-      secret_key: "$YATA_TEST_SK1"
-    cache: {enabled: true}
-EOF
-target/release/yatagarasu --config "$CONF" --check >"$WORK/check.log" 2>&1 \
-  || { echo "config check failed:"; cat "$WORK/check.log"; exit 1; }
-LOG=$WORK/yatagarasu.log
-RUST_LOG=info target/release/yatagarasu --config "$CONF" >"$LOG" 2>&1 &
-PROXY_PID=$!
-ADDR=""
-for _ in $(seq 1 100); do
-  ADDR=$(grep -o '"listen":"[^"]*"' "$LOG" | head -1 | cut -d'"' -f4 || true)
-  [[ -n $ADDR ]] && break
-  yata_pid_alive "$PROXY_PID" yatagarasu || break
-  sleep 0.1
-done
-[[ -n $ADDR ]] || { echo "proxy did not start:"; cat "$LOG"; exit 1; }
-DRIVER=$(grep -o '"drivers":"[^"]*"' "$LOG" | head -1 | cut -d'"' -f4 || true)
+ITEM_MB=$((SIZE / 1048576 + 1))
+{
+  perf_proxy_conf_head 1 "$PROXY_CPU"
+  echo "cache:"
+  echo "  memory: {max_cache_size_mb: $((ITEM_MB * 8 > 64 ? ITEM_MB * 8 : 64)), max_item_size_mb: $ITEM_MB, default_ttl_seconds: 3600}"
+  echo "buckets:"
+  perf_bucket_conf perf /perf yata-public "$YATA_TEST_S3_ENDPOINT" "$YATA_TEST_AK1" "$YATA_TEST_SK1" "{enabled: true}"
+} >"$CONF"
+perf_start_proxy "$CONF"
 
-PROXY_URL="http://$ADDR/perf/$KEY"
+PROXY_URL="http://$PROXY_ADDR/perf/$KEY"
 CEIL_URL="http://127.0.0.1:$CEIL_PORT/perf/$KEY"
 PEER_URL="http://127.0.0.1:$PEER_PORT/perf/$KEY"
-for _ in $(seq 1 50); do
-  curl -fsS --max-time 1 -o /dev/null "$CEIL_URL" 2>/dev/null && break
-  sleep 0.1
-done
+perf_wait_http "$CEIL_URL"
 
 # ---- warm both caches, check the bytes and that hits are hits ------------------------------------
 # fetch URL NAME: GET into $WORK/NAME.body, headers into $WORK/NAME.head; fails on non-2xx.
@@ -219,55 +149,34 @@ if [[ $PROXY_XCACHE != HIT ]]; then
 fi
 
 # ---- alternating runs ----------------------------------------------------------------------------
-run_wrk() { # url raw-output-file -> "req/s p99"
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 5s --latency "$1" 2>&1 \
-    | tee "$2" | awk '/^Requests\/sec:/ {r=$2} $1=="99%" {p=$2} /Non-2xx/ {bad=1}
-           END {if (bad || r == "") {print "ERR ERR"} else {print r, p}}'
-}
-declare -a C P Y CL PL YL
-names=(ceiling peer proxy)
-for i in $(seq 1 "$RUNS"); do
-  for j in 0 1 2; do
-    name=${names[$(((i + j - 1) % 3))]}
-    case $name in
-      ceiling) read -r r l < <(run_wrk "$CEIL_URL" "$WORK/wrk-ceiling-$i.txt"); C+=("$r"); CL+=("$l") ;;
-      peer)    read -r r l < <(run_wrk "$PEER_URL" "$WORK/wrk-peer-$i.txt"); P+=("$r"); PL+=("$l") ;;
-      proxy)   read -r r l < <(run_wrk "$PROXY_URL" "$WORK/wrk-proxy-$i.txt"); Y+=("$r"); YL+=("$l") ;;
-    esac
-    [[ $r != ERR ]] || { echo "wrk run against $name failed or saw non-2xx responses"; exit 1; }
-  done
-  echo "run $i: ceiling ${C[-1]} req/s, peer ${P[-1]} req/s, proxy ${Y[-1]} req/s"
-done
+load_ceiling() { perf_wrk "$CEIL_URL" "$WORK/wrk-ceiling-$1.txt"; }
+load_peer() { perf_wrk "$PEER_URL" "$WORK/wrk-peer-$1.txt"; }
+load_proxy() { perf_wrk "$PROXY_URL" "$WORK/wrk-proxy-$1.txt"; }
+perf_maybe_profile load_proxy
+perf_alternate "$RUNS" ceiling load_ceiling peer load_peer proxy load_proxy
 # The proxy must still be hitting after the load (nothing evicted, nothing expired).
 fetch "$PROXY_URL" proxy-after || true
 PROXY_XCACHE_AFTER=$(x_cache proxy-after 2>/dev/null || true)
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-MC=$(median "${C[@]}"); MP=$(median "${P[@]}"); MY=$(median "${Y[@]}")
-R_CEIL=$(awk -v y="$MY" -v c="$MC" 'BEGIN {printf "%.3f", y/c}')
-R_PEER=$(awk -v y="$MY" -v p="$MP" 'BEGIN {printf "%.3f", y/p}')
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r >= t ? "meets" : "misses")}'; }
+MC=$(perf_median_of ceiling "$RUNS"); MP=$(perf_median_of peer "$RUNS"); MY=$(perf_median_of proxy "$RUNS")
+R_CEIL=$(perf_ratio "$MY" "$MC"); R_PEER=$(perf_ratio "$MY" "$MP")
+# p99 medians in ms (wrk prints us/ms/s).
+p99_ms() { local i; for ((i = 1; i <= RUNS; i++)); do echo "${PERF_EXTRA[$1,$i]}"; done \
+  | awk '/us$/ {v=$1+0; print v/1000; next} /ms$/ {print $1+0; next} /s$/ {print ($1+0)*1000}'; }
+mapfile -t _p < <(p99_ms peer); P99_PEER=$(perf_median "${_p[@]}")
+mapfile -t _p < <(p99_ms proxy); P99_PROXY=$(perf_median "${_p[@]}")
 
-OUT=perf/results/$(date -u +%Y-%m-%d)-cache-hit.md
 {
-  echo "# 1 KiB cache hits: Yatagarasu vs nginx static (ceiling) vs nginx proxy_cache (peer)"
+  echo "# $SIZE_ARG cache hits: Yatagarasu vs nginx static (ceiling) vs nginx proxy_cache (peer)"
   echo
-  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); command: \`bash perf/cache-hit.sh $RUNS $SECS $CONNS\`"
-  echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-  echo "- kernel: $(uname -r); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty'); proxy driver: ${DRIVER:-unknown}"
-  echo "- proxy: 1 shard on CPU $PROXY_CPU; nginx ($NGINX_VERSION): 1 worker on CPU $PROXY_CPU; wrk: 1 thread, $CONNS connections, ${SECS}s per run, on CPU $LOAD_CPU"
-  echo "- backend: Ceph RGW (beast), single node, memstore; idle during the runs once both caches are warm"
+  perf_meta
+  echo "- wrk: 1 thread, $CONNS connections, ${SECS}s per run; object: $KEY ($SIZE bytes)"
   echo "- what the proxy served: $PATH_NOTE; X-Cache after the runs: '${PROXY_XCACHE_AFTER:-absent}'"
   echo
-  echo "| run | ceiling req/s (p99) | peer req/s (p99) | proxy req/s (p99) |"
-  echo "|---|---|---|---|"
-  for i in $(seq 1 "$RUNS"); do
-    k=$((i - 1))
-    echo "| $i | ${C[$k]} (${CL[$k]}) | ${P[$k]} (${PL[$k]}) | ${Y[$k]} (${YL[$k]}) |"
-  done
+  perf_table "$RUNS" "req/s (p99)" ceiling peer proxy
   echo
-  echo "medians: ceiling $MC, peer $MP, proxy $MY req/s"
+  echo "medians: ceiling $MC, peer $MP, proxy $MY req/s; median p99: peer ${P99_PEER} ms, proxy ${P99_PROXY} ms"
   echo
-  echo "**proxy/ceiling = $R_CEIL** (target >= 0.9: $(verdict "$R_CEIL" 0.9)); **proxy/peer = $R_PEER** (target >= 1.2: $(verdict "$R_PEER" 1.2))"
+  echo "**proxy/ceiling = $R_CEIL** (target >= 0.9: $(perf_verdict "$R_CEIL" 0.9)); **proxy/peer = $R_PEER** (target >= 1.2: $(perf_verdict "$R_PEER" 1.2)); p99 proxy <= peer: $(perf_verdict "$P99_PROXY" "$P99_PEER" le)"
   echo
-} | tee -a "$OUT"
+} | perf_result
