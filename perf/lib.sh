@@ -135,12 +135,13 @@ perf_start_rgw() {
 perf_start_garage() {
   local bin=${YATA_GARAGE_BIN:-/opt/yatagarasu/garage/bin/garage}
   [[ -x $bin ]] || { echo "perf: garage not found at $bin (run tests/support/install-garage.sh)" >&2; return 1; }
-  perf_on_exit "bash '$PERF_ROOT/tests/support/start-garage.sh' --stop '$WORK/garage'"
+  # Stop it, then drop its data (stream-1g stores 1 GiB there); config and log stay.
+  perf_on_exit "bash '$PERF_ROOT/tests/support/start-garage.sh' --stop '$WORK/garage'; rm -rf '$WORK/garage/data' '$WORK/garage/meta'"
   YATA_GARAGE_BIN=$bin bash tests/support/start-garage.sh "$WORK/garage" >"$WORK/garage-start.log" 2>&1 \
     || { cat "$WORK/garage-start.log" >&2; return 1; }
   # shellcheck disable=SC1091
   . "$WORK/garage/env"
-  PERF_BACKEND_NOTE="Garage $("$bin" --version 2>/dev/null | awk '{print $2}'), single node, sqlite metadata, no fsync"
+  PERF_BACKEND_NOTE="Garage $("$bin" --version 2>/dev/null | awk '{sub(/^cargo:/, "", $2); print $2}'), single node, sqlite metadata, no fsync"
 }
 
 # perf_presign METHOD URL AK SK [REGION] [EXPIRES]: a query-string SigV4 URL (stdlib Python).
@@ -386,27 +387,28 @@ perf_result() { tee -a "$RESULT"; }
 
 # ---- profiling (perf/flamegraph.sh) ----------------------------------------------------------------
 
-# perf_maybe_profile FN: when YATA_PERF_PROFILE_SVG is set (perf/flamegraph.sh sets it), run `FN 0`
-# in the background as the load, record `perf record -F $FREQ -g -p PROXY_PID` for
+# perf_maybe_profile FN [DELAY]: when YATA_PERF_PROFILE_SVG is set (perf/flamegraph.sh sets it),
+# run `FN 0` in the background as the load (with SECS = recording + DELAY + 1), wait DELAY seconds
+# (default 1; longer when FN first sets something up, like idle-10k's connections), record `perf record -F $FREQ -g -p PROXY_PID` for
 # YATA_PERF_PROFILE_SECS seconds, render YATA_PERF_PROFILE_SVG with inferno, print the top 20
 # self-time symbols, and exit the script. Otherwise return at once.
 perf_maybe_profile() {
   [[ -n ${YATA_PERF_PROFILE_SVG:-} ]] || return 0
-  local fn=$1 secs=${YATA_PERF_PROFILE_SECS:-5} data load_pid
+  local fn=$1 delay=${2:-1} secs=${YATA_PERF_PROFILE_SECS:-5} data load_pid
   data=$WORK/perf.data
   perf_need perf linux-perf
-  # The load runs 2 s longer than the recording so the whole recording sees steady load.
-  SECS=$((secs + 2)) "$fn" 0 >"$WORK/profile-load.txt" 2>&1 &
+  # The load outlasts the recording so the whole recording sees steady load.
+  SECS=$((secs + delay + 1)) "$fn" 0 >"$WORK/profile-load.txt" 2>&1 &
   load_pid=$!
   perf_on_exit "kill $load_pid"
-  sleep 1
+  sleep "$delay"
   echo "perf: recording the proxy (pid $PROXY_PID) for ${secs}s" >&2
   perf record -F "${YATA_PERF_PROFILE_FREQ:-999}" ${YATA_PERF_CALLGRAPH:--g} -p "$PROXY_PID" \
     -o "$data" -- sleep "$secs" >"$WORK/perf-record.log" 2>&1 \
     || { cat "$WORK/perf-record.log" >&2; return 1; }
   wait "$load_pid" || true
-  echo "load during the recording:" >&2
-  grep -E 'Requests/sec|Transfer/sec|MB/s|99%' "$WORK/profile-load.txt" >&2 || true
+  echo "load during the recording (the scenario's proxy load: req/s p99, or MB/s bytes per stream):"
+  sed 's/^/    /' "$WORK/profile-load.txt"
   perf script -i "$data" 2>/dev/null | inferno-collapse-perf >"$WORK/perf.folded"
   inferno-flamegraph --title "yatagarasu: $PERF_SCENARIO ($(git -C "$PERF_ROOT" rev-parse --short HEAD))" \
     <"$WORK/perf.folded" >"$YATA_PERF_PROFILE_SVG.tmp"
@@ -414,6 +416,6 @@ perf_maybe_profile() {
   echo "flamegraph: $YATA_PERF_PROFILE_SVG"
   echo "top 20 self-time symbols (perf report --no-children):"
   perf report -i "$data" --no-children --stdio --sort symbol 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -20
+    | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | head -20
   exit 0
 }

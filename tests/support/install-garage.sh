@@ -26,8 +26,8 @@ BIN=$ROOT/bin/garage
 
 die() { echo "install-garage.sh: ERROR: $*" >&2; exit 1; }
 
-# Present and the pinned version? `garage --version` prints e.g. "garage v2.5.0 [features: ...]".
-if [[ -x $BIN ]] && "$BIN" --version 2>/dev/null | grep -q "v$VERSION\b"; then
+# Present and the pinned version? `garage --version` prints e.g. "garage cargo:2.5.0 [features: ...]".
+if [[ -x $BIN ]] && "$BIN" --version 2>/dev/null | grep -Eq "(v|:)$VERSION\b"; then
   echo "$BIN"
   exit 0
 fi
