@@ -15,9 +15,8 @@ use yatagarasu_runtime::Snapshot;
 
 use super::health::{Health, ProbeState};
 use crate::proxy::prepared::Prepared;
-use crate::proxy::{addressing_of, signed_request_head, signer_for};
-use crate::s3::addressing::object_target;
-use crate::upstream::{Target, Upstream};
+use crate::proxy::{bucket_object_target, signed_request_head, signer_for, upstream_target};
+use crate::upstream::Upstream;
 
 /// Time between two probe rounds.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -67,28 +66,11 @@ async fn round(upstream: &Rc<Upstream>, prepared: &Arc<Prepared>, health: &Arc<H
 /// One `HEAD bucket` to bucket `index`'s endpoint.
 async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeState {
     let bucket = &prepared.config.buckets[index];
-    let p = &prepared.buckets[index];
-    let ep = &bucket.s3.endpoint;
-    let (host, uri) = object_target(
-        addressing_of(bucket),
-        &ep.host,
-        ep.port,
-        ep.explicit_port,
-        &bucket.s3.bucket,
-        b"",
-    );
-    let signer = signer_for(bucket);
-    let mut req = signed_request_head(&signer, "HEAD", &host, &uri, "");
+    let (host, uri) = bucket_object_target(bucket, b"");
+    let mut req = signed_request_head(&signer_for(bucket), "HEAD", &host, &uri, "");
     req.extend_from_slice(b"\r\n");
-    let pool_key: Rc<str> = Rc::from(p.pool_key.as_str());
-    let target = Target {
-        pool_key: &pool_key,
-        host: &ep.host,
-        port: ep.port,
-        tls: p.tls.as_ref(),
-        connect_timeout: p.connect_timeout,
-        first_byte_timeout: p.first_byte_timeout,
-    };
+    let pool_key: Rc<str> = Rc::from(prepared.buckets[index].pool_key.as_str());
+    let target = upstream_target(bucket, &prepared.buckets[index], &pool_key);
     match upstream.send(&target, &mut req, true).await {
         Ok(resp) if resp.status >= 500 => {
             ProbeState::Failed(format!("S3 answered {}", resp.status))

@@ -477,29 +477,14 @@ impl Shard {
         // Phase: build the upstream request.
         let bucket = &local.prepared.config.buckets[index];
         let prepared = &local.prepared.buckets[index];
-        let ep = &bucket.s3.endpoint;
-        let (host, canonical_uri) = object_target(
-            addressing_of(bucket),
-            &ep.host,
-            ep.port,
-            ep.explicit_port,
-            &bucket.s3.bucket,
-            &key,
-        );
+        let (host, canonical_uri) = bucket_object_target(bucket, &key);
         let query = match &version_id {
             Some(v) => canonical_query(&[("versionId", v.as_str())]),
             None => String::new(),
         };
         let plan = RangePlan::new(&head.headers);
         let is_head = head.method == Method::HEAD;
-        let target = Target {
-            pool_key: &local.buckets[index].pool_key,
-            host: &ep.host,
-            port: ep.port,
-            tls: prepared.tls.as_ref(),
-            connect_timeout: prepared.connect_timeout,
-            first_byte_timeout: prepared.first_byte_timeout,
-        };
+        let target = upstream_target(bucket, prepared, &local.buckets[index].pool_key);
         let signer = &local.buckets[index].signer;
         let method = if is_head { "HEAD" } else { "GET" };
         let build = |method: &str, forward: Forward| {
@@ -1120,11 +1105,38 @@ pub(crate) fn signer_for(bucket: &BucketConfig) -> Signer {
     )
 }
 
-/// `bucket`'s addressing style as the S3 module names it.
-pub(crate) fn addressing_of(bucket: &BucketConfig) -> Addressing {
-    match bucket.s3.addressing {
+/// `(Host header, canonical URI)` of object `key` (decoded bytes; empty = the bucket itself) in
+/// `bucket`, per its endpoint and addressing style ([`object_target`]).
+pub(crate) fn bucket_object_target(bucket: &BucketConfig, key: &[u8]) -> (String, String) {
+    let ep = &bucket.s3.endpoint;
+    let addressing = match bucket.s3.addressing {
         ConfigAddressing::Path => Addressing::Path,
         ConfigAddressing::Virtual => Addressing::Virtual,
+    };
+    object_target(
+        addressing,
+        &ep.host,
+        ep.port,
+        ep.explicit_port,
+        &bucket.s3.bucket,
+        key,
+    )
+}
+
+/// Where and how to reach `bucket`'s endpoint: address, TLS and timeouts from the prepared
+/// bucket, idle connections under `pool_key`.
+pub(crate) fn upstream_target<'a>(
+    bucket: &'a BucketConfig,
+    prepared: &'a prepared::PreparedBucket,
+    pool_key: &'a Rc<str>,
+) -> Target<'a> {
+    Target {
+        pool_key,
+        host: &bucket.s3.endpoint.host,
+        port: bucket.s3.endpoint.port,
+        tls: prepared.tls.as_ref(),
+        connect_timeout: prepared.connect_timeout,
+        first_byte_timeout: prepared.first_byte_timeout,
     }
 }
 
