@@ -105,11 +105,6 @@ impl Histogram {
         self.count.inc();
     }
 
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.get()
-    }
-
     fn add_into(&self, acc: &mut HistogramSnapshot) {
         for (a, b) in acc.buckets.iter_mut().zip(&self.buckets) {
             *a += b.get();

@@ -438,9 +438,10 @@ impl Signer {
         }
     }
 
-    /// The canonical request text [`Signer::sign`] hashes for the same arguments, for debug logs
-    /// when an upstream answers `SignatureDoesNotMatch` (compare with the `CanonicalRequest` in
-    /// the S3 error body). Not used on the hot path; contains the session token if one is set.
+    /// The canonical request text [`Signer::sign`] hashes for the same arguments, so tests can
+    /// compare it with botocore's. Test-only: it would contain the session token, so it is never
+    /// logged.
+    #[cfg(test)]
     #[must_use]
     pub fn canonical_request(
         &self,
