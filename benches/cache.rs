@@ -119,13 +119,8 @@ fn bench_insert(c: &mut Criterion) {
     let mut g = c.benchmark_group("shard_insert");
     for (name, size) in SIZES {
         let body = Bytes::from(vec![0u8; size]);
-        let shard = MemoryShard::new(SPEED_CAPACITY);
         // Fill first, so the measured inserts run in steady state (each evicts).
-        let mut next = 0;
-        while evictions(&shard) == 0 {
-            shard.insert(key(next), entry(&body, &headers));
-            next += 1;
-        }
+        let (shard, mut next) = full_shard(&body, &headers);
         g.throughput(Throughput::Elements(1));
         g.bench_function(name, |b| {
             b.iter_batched(
@@ -235,12 +230,7 @@ fn report_allocations(n: usize) {
     let headers = s3_headers();
     for (name, size) in SIZES {
         let body = Bytes::from(vec![0u8; size]);
-        let shard = MemoryShard::new(SPEED_CAPACITY);
-        let mut next = 0;
-        while evictions(&shard) == 0 {
-            shard.insert(key(next), entry(&body, &headers));
-            next += 1;
-        }
+        let (shard, next) = full_shard(&body, &headers);
         let held: Vec<CacheKey> = (next - 16..next).map(key).collect();
         let before = allocations();
         for i in 0..n {
@@ -284,6 +274,17 @@ fn main() {
     bench_get(&mut c);
     bench_insert(&mut c);
     c.final_summary();
+}
+
+/// A shard filled with `body` entries until the first eviction, and the next unused key index.
+fn full_shard(body: &Bytes, headers: &HeaderMap) -> (MemoryShard, usize) {
+    let shard = MemoryShard::new(SPEED_CAPACITY);
+    let mut next = 0;
+    while evictions(&shard) == 0 {
+        shard.insert(key(next), entry(body, headers));
+        next += 1;
+    }
+    (shard, next)
 }
 
 /// Entries the shard evicted so far, over every bucket.

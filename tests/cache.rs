@@ -68,16 +68,8 @@ fn miss_then_hit_with_identical_bytes_and_headers() {
         sha256_hex(&hit.body),
         b.object("yata-public", "meta.txt").sha256
     );
-    for name in [
-        "content-type",
-        "etag",
-        "last-modified",
-        "cache-control",
-        "content-disposition",
-        "content-language",
-        "x-amz-meta-owner",
-        "content-length",
-    ] {
+    for name in META_FIELDS.into_iter().chain(["content-length"]) {
+        assert!(miss.header(name).is_some(), "MISS lacks {name}");
         assert_eq!(hit.header(name), miss.header(name), "{name}");
     }
     assert_eq!(

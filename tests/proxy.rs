@@ -104,15 +104,7 @@ fn head_returns_get_headers_without_body() {
         head.header("content-length"),
         Some(o.size.to_string().as_str())
     );
-    for name in [
-        "content-type",
-        "etag",
-        "last-modified",
-        "cache-control",
-        "content-disposition",
-        "content-language",
-        "x-amz-meta-owner",
-    ] {
+    for name in META_FIELDS {
         assert!(
             get.header(name).is_some(),
             "GET lacks {name}: {:?}",

@@ -126,6 +126,18 @@ pub fn bucket_yaml(
     )
 }
 
+/// Representation and metadata fields `meta.txt` carries (seeded with every one of them): a HEAD,
+/// a cache hit and a miss must answer them identically.
+pub const META_FIELDS: [&str; 7] = [
+    "content-type",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "content-disposition",
+    "content-language",
+    "x-amz-meta-owner",
+];
+
 /// A bucket entry `name` at `prefix` on `yata-public` with user 1's credentials (for reload tests
 /// that add and remove buckets).
 pub fn public_bucket_yaml(name: &str, prefix: &str) -> String {
