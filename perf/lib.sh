@@ -144,6 +144,18 @@ perf_start_garage() {
   PERF_BACKEND_NOTE="Garage $("$bin" --version 2>/dev/null | awk '{sub(/^cargo:/, "", $2); print $2}'), single node, sqlite metadata, no fsync"
 }
 
+# perf_start_backend garage|rgw: start that backend and set ENDPOINT, AK, SK, BUCKET for the
+# scenario (the bucket holds the seeded 1k.bin either way).
+perf_start_backend() {
+  if [[ $1 == garage ]]; then
+    perf_start_garage
+    ENDPOINT=$YATA_GARAGE_ENDPOINT; AK=$YATA_GARAGE_AK; SK=$YATA_GARAGE_SK; BUCKET=$YATA_GARAGE_BUCKET
+  else
+    perf_start_rgw
+    ENDPOINT=$YATA_TEST_S3_ENDPOINT; AK=$YATA_TEST_AK1; SK=$YATA_TEST_SK1; BUCKET=yata-public
+  fi
+}
+
 # perf_presign METHOD URL AK SK [REGION] [EXPIRES]: a query-string SigV4 URL (stdlib Python).
 perf_presign() {
   "$YATA_PY" "$PERF_ROOT/perf/presign.py" "$@"

@@ -30,13 +30,7 @@ perf_init "miss-$BACKEND" "${ARGS[@]}"
 
 perf_need wrk
 perf_build
-if [[ $BACKEND == garage ]]; then
-  perf_start_garage
-  ENDPOINT=$YATA_GARAGE_ENDPOINT; AK=$YATA_GARAGE_AK; SK=$YATA_GARAGE_SK; BUCKET=$YATA_GARAGE_BUCKET
-else
-  perf_start_rgw
-  ENDPOINT=$YATA_TEST_S3_ENDPOINT; AK=$YATA_TEST_AK1; SK=$YATA_TEST_SK1; BUCKET=yata-public
-fi
+perf_start_backend "$BACKEND"
 
 CONF=$WORK/yatagarasu.yaml
 {

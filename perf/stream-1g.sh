@@ -34,13 +34,7 @@ perf_init stream-1g "${ARGS[@]}"
 
 perf_need curl
 perf_build
-if [[ $BACKEND == garage ]]; then
-  perf_start_garage
-  ENDPOINT=$YATA_GARAGE_ENDPOINT; AK=$YATA_GARAGE_AK; SK=$YATA_GARAGE_SK; BUCKET=$YATA_GARAGE_BUCKET
-else
-  perf_start_rgw
-  ENDPOINT=$YATA_TEST_S3_ENDPOINT; AK=$YATA_TEST_AK1; SK=$YATA_TEST_SK1; BUCKET=yata-public
-fi
+perf_start_backend "$BACKEND"
 SIZE=$((MB * 1048576))
 
 # The object: random bytes (nothing on the way can compress them), uploaded with a presigned PUT.
