@@ -269,11 +269,7 @@ pub async fn fetch_jwks(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
-        std::fs::read(format!("{p}{name}")).unwrap()
-    }
+    use crate::auth::tests::fixture;
 
     #[test]
     fn parses_the_fixture_and_finds_kids() {

@@ -718,11 +718,7 @@ pub(crate) fn key_from_jwk(jwk: &Jwk) -> Result<Key, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
-        std::fs::read(format!("{p}{name}")).unwrap()
-    }
+    use crate::auth::tests::fixture;
 
     #[test]
     fn detects_pem_types() {

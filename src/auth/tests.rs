@@ -18,7 +18,8 @@ fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt")).join(name)
 }
 
-fn fixture(name: &str) -> Vec<u8> {
+/// The bytes of `tests/fixtures/jwt/<name>` (shared by the auth modules' unit tests).
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap()
 }
 
