@@ -11,6 +11,17 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs before `main` and before the Rust runtime's first allocation, so no thread faults in a
+/// huge page of the allocator's arena (idle RSS; reasons in the runtime crate's `memory.rs`).
+#[used]
+#[link_section = ".init_array"]
+static THP_POLICY: extern "C" fn() = {
+    extern "C" fn apply() {
+        yatagarasu_runtime::disable_transparent_huge_pages_unless_requested();
+    }
+    apply
+};
+
 /// Thread-per-core io_uring S3 proxy.
 #[derive(Parser, Debug)]
 #[command(version, about)]
