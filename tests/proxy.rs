@@ -716,3 +716,34 @@ fn endpoint_given_by_host_name_is_resolved_off_the_shard() {
     r.assert_json_error(r.status);
     assert!(t.elapsed() < Duration::from_secs(3));
 }
+
+/// Long bodies that are not cached move by splice(2) (`Body::splice_to`): a 206 of 3 MB from
+/// the middle of 100m.bin and a whole 100 MiB GET must be byte-exact, and the client connection
+/// and the pooled upstream connection must both be reusable afterwards.
+#[test]
+fn spliced_bodies_are_exact_and_keep_the_connections() {
+    let b = backend();
+    let o = b.object("yata-public", "100m.bin");
+    let all = b.bytes(o);
+    let proxy = standard();
+    let mut c = proxy.client();
+    let (first, last) = (1_000_003usize, 4_000_002usize);
+    let r = c.request(
+        "GET",
+        "/public/100m.bin",
+        &[("Range", &format!("bytes={first}-{last}"))],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), last - first + 1);
+    assert!(
+        r.body == all[first..=last],
+        "206 body differs from the object"
+    );
+    let r = c.request("GET", "/public/100m.bin", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), o.sha256);
+    // Same client connection, and S3 answers through the pool.
+    let r = c.request("GET", "/public/hello.txt", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b.bytes(b.object("yata-public", "hello.txt")));
+}

@@ -42,7 +42,7 @@ use crate::s3::addressing::{object_target, Addressing};
 use crate::s3::error::parse_error_xml;
 use crate::s3::sigv4::{Credentials, Signer};
 use crate::s3::uri::canonical_query;
-use crate::upstream::{Response, Target, Upstream};
+use crate::upstream::{Response, SpliceError, Target, Upstream};
 use prepared::Prepared;
 
 /// Body bytes moved per read/write step between S3 and the client.
@@ -778,12 +778,25 @@ impl Shard {
             });
         }
 
-        // Body: one buffer, read from S3 only after the previous chunk reached the client.
+        // Body: one buffer, read from S3 only after the previous chunk reached the client. A
+        // long body that is not being cached moves by splice(2) instead, without the copies.
         let mut sent = 0u64;
-        let mut buf = Vec::with_capacity(BODY_CHUNK_BYTES);
+        let mut buf = Vec::new();
         let mut ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
         while ok {
+            if fill.is_none() && !chunked && resp.body.spliceable() {
+                match resp.body.splice_to(&mut conn.stream, &mut sent).await {
+                    Ok(()) => {}
+                    Err(SpliceError::Upstream(e)) => {
+                        tracing::warn!(request_id = %request_id, error = %e, sent, "S3 body failed mid-stream");
+                        ok = false;
+                    }
+                    Err(SpliceError::Client(_)) => ok = false,
+                }
+                break;
+            }
             buf.clear();
+            buf.reserve_exact(BODY_CHUNK_BYTES);
             let n = match resp.body.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -41,6 +41,21 @@ pub const MAX_RESPONSE_HEADERS: usize = 128;
 /// Bytes reserved per read while waiting for a response head.
 const HEAD_READ_BYTES: usize = 16 * 1024;
 
+/// Smallest remaining body that [`Body::splice_to`] moves: below it the pipe's two extra
+/// descriptors and the per-step kernel work cost more than the copies they save.
+pub const SPLICE_MIN_BYTES: u64 = 1 << 20;
+/// Bytes per splice step: a default pipe's capacity (16 pages).
+const PIPE_BYTES: u64 = 64 * 1024;
+
+/// Which side of a spliced body failed.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// Reading from S3 failed, stalled or ended before Content-Length.
+    Upstream(io::Error),
+    /// Making the pipe or writing to the client failed.
+    Client(io::Error),
+}
+
 /// Where and how to send one request.
 pub struct Target<'a> {
     /// Pool key: scheme, host, port and TLS trust identity (see [`pool`]).
@@ -480,6 +495,75 @@ impl Body<'_> {
             }
         }
         Ok(out.len() - before)
+    }
+
+    /// Whether [`Body::splice_to`] can move the rest of this body: Content-Length framing over
+    /// plain TCP, no body bytes buffered in user space, and at least [`SPLICE_MIN_BYTES`] left.
+    pub fn spliceable(&self) -> bool {
+        matches!(self.framing, Framing::Length(n) if n >= SPLICE_MIN_BYTES)
+            && !self.done
+            && self.leftover.is_empty()
+            && matches!(self.stream, Some(UpstreamStream::Plain(_)))
+    }
+
+    /// Move the rest of a [`Body::spliceable`] body to `dst` through a pipe with splice(2)
+    /// (io_uring `IORING_OP_SPLICE`, Linux 5.7+; `splice` with `SPLICE_F_NONBLOCK` under the epoll
+    /// driver): the bytes go socket -> pipe -> socket as page references inside the kernel and
+    /// never through a user-space buffer. Each step moves at most one pipe's worth (64 KiB) and
+    /// waits until the client took it before reading more from S3, so backpressure is what it
+    /// is with [`Body::read`]. `moved` counts the bytes the client received, also on error.
+    ///
+    /// Errors: [`SpliceError::Upstream`] when S3 fails, stalls longer than `first_byte_timeout`
+    /// or ends early; [`SpliceError::Client`] when the pipe cannot be made or the client socket
+    /// fails. Either way the upstream connection is not reused (dropping the body closes it).
+    pub async fn splice_to(
+        &mut self,
+        dst: &mut TcpStream,
+        moved: &mut u64,
+    ) -> Result<(), SpliceError> {
+        use monoio::io::splice::{SpliceDestination, SpliceSource};
+        let Framing::Length(remaining) = &mut self.framing else {
+            return Err(SpliceError::Upstream(closed()));
+        };
+        let Some(UpstreamStream::Plain(src)) = self.stream.as_mut() else {
+            return Err(SpliceError::Upstream(closed()));
+        };
+        let (mut pipe_out, mut pipe_in) =
+            monoio::net::unix::new_pipe().map_err(SpliceError::Client)?;
+        while *remaining > 0 {
+            let want = (*remaining).min(PIPE_BYTES) as u32;
+            let n =
+                monoio::time::timeout(self.read_timeout, src.splice_to_pipe(&mut pipe_in, want))
+                    .await
+                    .map_err(|_| {
+                        SpliceError::Upstream(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "S3 body stalled",
+                        ))
+                    })?
+                    .map_err(SpliceError::Upstream)?;
+            if n == 0 {
+                return Err(SpliceError::Upstream(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "S3 body ended early",
+                )));
+            }
+            *remaining -= u64::from(n);
+            let mut in_pipe = n;
+            while in_pipe > 0 {
+                let w = dst
+                    .splice_from_pipe(&mut pipe_out, in_pipe)
+                    .await
+                    .map_err(SpliceError::Client)?;
+                if w == 0 {
+                    return Err(SpliceError::Client(io::ErrorKind::WriteZero.into()));
+                }
+                in_pipe -= w;
+                *moved += u64::from(w);
+            }
+        }
+        self.finish();
+        Ok(())
     }
 
     /// Read and discard the rest of the body, keeping at most `limit` bytes of it in `into`
