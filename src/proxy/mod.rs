@@ -5,11 +5,12 @@
 //!
 //! Hot path. Per request: one config-generation check, one routing probe per path segment, one
 //! SigV4 signature with the cached per-day key (two SHA-256 + one HMAC chain of 1 step), one
-//! request head of ~600 bytes, one 64 KiB body buffer for the life of the response. Memory per
-//! connection is constant whatever the object size: the body moves through that one buffer, read
-//! from S3 only after the previous chunk was written to the client (backpressure), and a client
-//! that goes away ends the upstream read at the next write (the upstream connection is closed,
-//! not pooled).
+//! request head of ~600 bytes, one 64 KiB body buffer for the life of the response (none for a
+//! body of 1 MiB or more that is not being cached: it moves by splice(2) through a pipe, with no
+//! user-space copy). Memory per connection is constant whatever the object size: the body moves
+//! through that one buffer or pipe, read from S3 only after the previous chunk was written to the
+//! client (backpressure), and a client that goes away ends the upstream read at the next write
+//! (the upstream connection is closed, not pooled).
 
 pub mod cached;
 pub mod prepared;
