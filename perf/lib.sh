@@ -25,6 +25,11 @@
 # env (all optional):
 #   YATA_PERF_PROXY_CPU (0)   CPU for the proxy shard and for each nginx reference worker
 #   YATA_PERF_LOAD_CPU (1)    CPU for wrk / curl / the load clients
+#   YATA_PERF_BACKEND_CPU (the load CPU)  CPUs for Garage / RGW (taskset list; empty: float over
+#                             all CPUs). Sharing the load generator's CPU gives the backend the same
+#                             CPU in the direct and the proxied arm, and leaves the proxy's CPU to
+#                             the proxy, so on a 2-core machine the backend is the bottleneck in both
+#                             arms instead of competing with the proxy for CPU 0.
 #   YATA_PERF_NO_BUILD=1      use the existing release binary
 #   CARGO_TARGET_DIR          where the release binary is built and looked for (default target/)
 #   YATA_PERF_DATE            date in the result file name (default: today, UTC)
@@ -40,6 +45,13 @@ PERF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 PROXY_CPU=${YATA_PERF_PROXY_CPU:-0}
 LOAD_CPU=${YATA_PERF_LOAD_CPU:-1}
+BACKEND_CPU=${YATA_PERF_BACKEND_CPU-$LOAD_CPU}
+
+# perf_backend_pinned CMD...: run CMD (a backend's start script) on BACKEND_CPU; the daemons it
+# starts inherit the affinity.
+perf_backend_pinned() {
+  if [[ -n $BACKEND_CPU ]]; then taskset -c "$BACKEND_CPU" "$@"; else "$@"; fi
+}
 PROXY_PID=""; PROXY_ADDR=""; PROXY_DRIVER=""; PROXY_LOG=""
 PERF_EXIT_CMDS=()
 declare -gA PERF_VAL=() PERF_EXTRA=()
@@ -123,7 +135,7 @@ perf_start_rgw() {
   local seed=(--demo-only)
   [[ ${1:-} == --full ]] && seed=()
   perf_on_exit "bash '$PERF_ROOT/tests/support/stop-backends.sh' '$WORK/rgw-state'"
-  bash tests/support/start-backends.sh "${seed[@]}" "$WORK/rgw-state" >"$WORK/rgw-start.log" 2>&1 \
+  perf_backend_pinned bash tests/support/start-backends.sh "${seed[@]}" "$WORK/rgw-state" >"$WORK/rgw-start.log" 2>&1 \
     || { cat "$WORK/rgw-start.log" >&2; return 1; }
   # shellcheck disable=SC1091
   . "$WORK/rgw-state/env"
@@ -137,7 +149,7 @@ perf_start_garage() {
   [[ -x $bin ]] || { echo "perf: garage not found at $bin (run tests/support/install-garage.sh)" >&2; return 1; }
   # Stop it, then drop its data (stream-1g stores 1 GiB there); config and log stay.
   perf_on_exit "bash '$PERF_ROOT/tests/support/start-garage.sh' --stop '$WORK/garage'; rm -rf '$WORK/garage/data' '$WORK/garage/meta'"
-  YATA_GARAGE_BIN=$bin bash tests/support/start-garage.sh "$WORK/garage" >"$WORK/garage-start.log" 2>&1 \
+  YATA_GARAGE_BIN=$bin perf_backend_pinned bash tests/support/start-garage.sh "$WORK/garage" >"$WORK/garage-start.log" 2>&1 \
     || { cat "$WORK/garage-start.log" >&2; return 1; }
   # shellcheck disable=SC1091
   . "$WORK/garage/env"
@@ -390,7 +402,7 @@ perf_meta() {
   echo "- machine: $(lscpu | awk -F': *' '/^Model name/ {print $2; exit}'), nproc $(nproc), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
   echo "- kernel: $(uname -r); commit: $commit$dirty; proxy driver: ${PROXY_DRIVER:-unknown}"
   echo "- pinning: proxy on CPU ${PERF_PROXY_CPUS:-$PROXY_CPU}, load generator on CPU $LOAD_CPU${NGINX_VERSION:+; $NGINX_VERSION: 1 worker on CPU $PROXY_CPU}"
-  [[ -n ${PERF_BACKEND_NOTE:-} ]] && echo "- backend: $PERF_BACKEND_NOTE"
+  [[ -n ${PERF_BACKEND_NOTE:-} ]] && echo "- backend: $PERF_BACKEND_NOTE; on CPU ${BACKEND_CPU:-any (floating)}"
   return 0
 }
 
