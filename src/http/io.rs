@@ -38,3 +38,142 @@ pub async fn write_all<S: AsyncWriteRent>(stream: &mut S, buf: &mut Vec<u8>) -> 
     *buf = owned;
     res.map(|_| ())
 }
+
+/// Two iovecs on the heap, kept by a connection across writes (see [`write_head_and_body`]):
+/// the kernel reads them while the op is in flight, so they must not move with the value that
+/// owns them, and allocating them once per connection keeps the write allocation-free.
+pub type Iovecs = Box<[libc::iovec; 2]>;
+
+/// A response head and a body slice written with one `writev` (two iovecs): the head from the
+/// connection's buffer, the body straight from the cached entry's memory, no copy. The iovecs
+/// (on the heap, see [`Iovecs`]) point into heap memory owned by the value itself, so they stay
+/// valid while the kernel op holds it, wherever the value moves.
+struct HeadAndBody {
+    iov: Iovecs,
+    /// Index of the first iovec not yet completely written.
+    first: usize,
+    head: Vec<u8>,
+    /// Owns the memory `iov[1]` points into; never read through this field.
+    #[allow(dead_code)]
+    body: bytes::Bytes,
+}
+
+impl HeadAndBody {
+    fn new(iov: Option<Iovecs>, head: Vec<u8>, body: bytes::Bytes) -> Self {
+        let pair = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_ptr() as *mut libc::c_void,
+                iov_len: body.len(),
+            },
+        ];
+        let iov = match iov {
+            Some(mut reused) => {
+                *reused = pair;
+                reused
+            }
+            None => Box::new(pair),
+        };
+        HeadAndBody {
+            iov,
+            first: 0,
+            head,
+            body,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.iov[self.first..].iter().map(|v| v.iov_len).sum()
+    }
+
+    /// Drop `n` written bytes from the front.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 && self.first < self.iov.len() {
+            let v = &mut self.iov[self.first];
+            let step = n.min(v.iov_len);
+            // SAFETY: `step <= iov_len`, so the base stays inside (or one past) its buffer.
+            v.iov_base = unsafe { (v.iov_base as *mut u8).add(step) } as *mut libc::c_void;
+            v.iov_len -= step;
+            n -= step;
+            if v.iov_len == 0 {
+                self.first += 1;
+            }
+        }
+    }
+}
+
+// SAFETY: the iovecs point into `head`'s heap buffer and `body`'s shared memory, both owned by
+// the value and never reallocated while it exists; `first..` only covers initialised iovecs.
+unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov[self.first..].as_ptr()
+    }
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len() - self.first
+    }
+}
+
+/// Write `head` then `body` with `writev` (one syscall when the socket takes it all, as it
+/// usually does), then give the head buffer back through `head` (unchanged, for reuse) and the
+/// iovecs through `iovecs` (allocated on the first call when `None`). If the future is dropped
+/// mid-write, both stay with the cancelled op: `head` is left empty and `iovecs` `None`.
+/// Errors: the socket's, or `WriteZero` when it accepts nothing.
+pub async fn write_head_and_body<S: AsyncWriteRent>(
+    stream: &mut S,
+    head: &mut Vec<u8>,
+    iovecs: &mut Option<Iovecs>,
+    body: bytes::Bytes,
+) -> io::Result<()> {
+    let mut buf = HeadAndBody::new(iovecs.take(), std::mem::take(head), body);
+    let mut result = Ok(());
+    while buf.remaining() > 0 {
+        let (res, back) = stream.writev(buf).await;
+        buf = back;
+        match res {
+            Ok(0) => {
+                result = Err(io::ErrorKind::WriteZero.into());
+                break;
+            }
+            Ok(n) => buf.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    *head = buf.head;
+    *iovecs = Some(buf.iov);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadAndBody;
+
+    fn written(b: &HeadAndBody) -> Vec<u8> {
+        b.iov[b.first..]
+            .iter()
+            // SAFETY: each iovec points into `b`'s head or body with its length.
+            .flat_map(|v| unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len).to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partial_writes_advance_across_the_head_and_the_body() {
+        let mut b = HeadAndBody::new(None, b"HEAD".to_vec(), bytes::Bytes::from_static(b"body!"));
+        assert_eq!(b.remaining(), 9);
+        b.consume(2);
+        assert_eq!(written(&b), b"ADbody!");
+        b.consume(3);
+        assert_eq!((b.first, written(&b)), (1, b"ody!".to_vec()));
+        b.consume(4);
+        assert_eq!(b.remaining(), 0);
+        assert_eq!(b.first, 2);
+    }
+}

@@ -47,6 +47,8 @@ pub struct Conn {
     pub rbuf: Vec<u8>,
     /// Scratch buffer for response heads; reused across requests.
     pub wbuf: Vec<u8>,
+    /// iovecs for head + body `writev`s, allocated by the first one and then reused.
+    pub iovecs: Option<super::io::Iovecs>,
     /// Whether the response being written may keep the connection open: false when the client
     /// asked to close, for HTTP/1.0 without keep-alive, and while the shard drains.
     pub keep_alive: bool,
@@ -142,6 +144,7 @@ pub async fn serve<S: Service, L: Lifecycle>(
         peer,
         rbuf: Vec::with_capacity(READ_CHUNK_BYTES),
         wbuf: Vec::with_capacity(1024),
+        iovecs: None,
         keep_alive: true,
     };
     loop {

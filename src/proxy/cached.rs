@@ -3,15 +3,15 @@
 //!
 //! Hot path of a cache hit. Costs: one response head built in the connection's reusable buffer,
 //! no copy of the body: small bodies (up to [`INLINE_BODY_BYTES`]) are appended to the head so a
-//! hit is one `write`, larger ones are handed to the kernel as a `Bytes` slice of the cached
-//! entry (reference-counted, zero-copy).
+//! hit is one `write`, larger ones go with the head in one `writev` as a `Bytes` slice of the
+//! cached entry (reference-counted, zero-copy).
 
 use std::time::SystemTime;
 
 use http::Method;
 
 use crate::cache::{evaluate, select_range, CachedObject, Precondition, RangeResult};
-use crate::http::io::write_all;
+use crate::http::io::{write_all, write_head_and_body};
 use crate::http::range::{content_range, content_range_unsatisfied};
 use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
@@ -116,7 +116,7 @@ pub async fn serve(
     h.finish();
 
     let send_body = head.method != Method::HEAD;
-    let mut ok;
+    let ok;
     let mut sent = 0u64;
     if let (true, Some(b)) = (send_body, &error_body) {
         conn.wbuf.extend_from_slice(b);
@@ -128,14 +128,12 @@ pub async fn serve(
         ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
         sent = body.len() as u64;
     } else {
-        ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
-        if ok {
-            let (first, last) = slice.unwrap_or((0, 0));
-            let bytes = obj.body.slice(first as usize..=last as usize);
-            let (res, _) = monoio::io::AsyncWriteRentExt::write_all(&mut conn.stream, bytes).await;
-            ok = res.is_ok();
-            sent = body.len() as u64;
-        }
+        let (first, last) = slice.unwrap_or((0, 0));
+        let bytes = obj.body.slice(first as usize..=last as usize);
+        ok = write_head_and_body(&mut conn.stream, &mut conn.wbuf, &mut conn.iovecs, bytes)
+            .await
+            .is_ok();
+        sent = body.len() as u64;
     }
     Served {
         status,
