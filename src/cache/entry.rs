@@ -51,8 +51,9 @@ const MAX_DELTA_SECONDS: u64 = 1 << 31;
 ///
 /// Layout: one boxed slice `bucket ++ key ++ version` plus lengths, so building a key is one
 /// allocation, hashing is one pass and equality one `memcmp`. `Some("")` and `None` as versionId
-/// are different keys.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// are different keys. `Hash` feeds the three parts separately, as [`CacheKeyRef`] does, so a
+/// lookup needs no key allocation.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CacheKey {
     bytes: Box<[u8]>,
     bucket_len: usize,
@@ -108,6 +109,54 @@ impl CacheKey {
     /// Bytes this key costs in a cache: its buffer plus the struct.
     pub fn weight(&self) -> u64 {
         (self.bytes.len() + std::mem::size_of::<CacheKey>()) as u64
+    }
+}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref_key().hash(state);
+    }
+}
+
+impl CacheKey {
+    /// The borrowed form of this key (equal hash, equivalent for lookups).
+    pub fn as_ref_key(&self) -> CacheKeyRef<'_> {
+        CacheKeyRef {
+            bucket: self.bucket_bytes(),
+            key: self.key(),
+            version_id: self
+                .has_version
+                .then(|| &self.bytes[self.bucket_len + self.key_len..]),
+        }
+    }
+}
+
+/// A [`CacheKey`] made of borrowed parts, for lookups on the hit path without building (and
+/// allocating) the owned key: same hash, and `Equivalent` to the owned key with the same parts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CacheKeyRef<'a> {
+    /// The config bucket name.
+    pub bucket: &'a [u8],
+    /// The object key bytes (percent-decoded).
+    pub key: &'a [u8],
+    /// The versionId, if the request named one.
+    pub version_id: Option<&'a [u8]>,
+}
+
+impl<'a> CacheKeyRef<'a> {
+    /// Key parts as [`CacheKey::new`] takes them.
+    pub fn new(bucket: &'a str, key: &'a [u8], version_id: Option<&'a str>) -> Self {
+        CacheKeyRef {
+            bucket: bucket.as_bytes(),
+            key,
+            version_id: version_id.map(str::as_bytes),
+        }
+    }
+}
+
+impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, owned: &CacheKey) -> bool {
+        *self == owned.as_ref_key()
     }
 }
 
@@ -494,6 +543,41 @@ mod tests {
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    /// The borrowed key hashes like the owned one and is equivalent to exactly it: the hit
+    /// path looks entries up by `CacheKeyRef`, so any difference would turn hits into misses
+    /// (or, worse, serve another key's entry).
+    #[test]
+    fn borrowed_keys_hash_and_compare_like_owned_keys() {
+        use quick_cache::Equivalent;
+        use std::hash::BuildHasher;
+        let parts: [(&str, &[u8], Option<&str>); 5] = [
+            ("media", b"a/b.txt", None),
+            ("media", b"a/b.txt", Some("")),
+            ("media", b"a/b.txt", Some("v1")),
+            ("medi", b"aa/b.txt", None),
+            ("media", b"a/b.tx", Some("tv1")),
+        ];
+        let hasher = quick_cache::DefaultHashBuilder::default();
+        for (i, (b, k, v)) in parts.iter().enumerate() {
+            let owned = CacheKey::new(b, k, *v);
+            let borrowed = CacheKeyRef::new(b, k, *v);
+            assert_eq!(
+                hasher.hash_one(&owned),
+                hasher.hash_one(borrowed),
+                "{owned:?}"
+            );
+            for (j, (b2, k2, v2)) in parts.iter().enumerate() {
+                let other = CacheKey::new(b2, k2, *v2);
+                assert_eq!(
+                    borrowed.equivalent(&other),
+                    i == j,
+                    "{borrowed:?} vs {other:?}"
+                );
+                assert_eq!(owned == other, i == j);
+            }
+        }
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

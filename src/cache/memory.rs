@@ -123,9 +123,13 @@ impl MemoryShard {
         }
     }
 
-    /// The entry for `key`, fresh or stale (the caller checks [`CachedObject::is_fresh`]).
-    /// Marks it recently used. Does not touch the counters.
-    pub fn get(&self, key: &CacheKey) -> Option<Rc<CachedObject>> {
+    /// The entry for `key` (a [`CacheKey`] or, allocation-free, a [`CacheKeyRef`]), fresh or
+    /// stale (the caller checks [`CachedObject::is_fresh`]). Marks it recently used. Does not
+    /// touch the counters.
+    pub fn get<Q>(&self, key: &Q) -> Option<Rc<CachedObject>>
+    where
+        Q: std::hash::Hash + quick_cache::Equivalent<CacheKey> + ?Sized,
+    {
         self.cache.borrow().get(key).cloned()
     }
 

@@ -28,7 +28,7 @@ use crate::admin::health::Health;
 use crate::auth::{authenticate, extract_token, AuthError, TokenCache, Verified};
 use crate::cache::memory::MemoryShard;
 use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
-use crate::cache::{storable_ttl, CacheKey, CachedObject, STORED_HEADERS};
+use crate::cache::{storable_ttl, CacheKey, CacheKeyRef, CachedObject, STORED_HEADERS};
 use crate::config::{Addressing as ConfigAddressing, BucketConfig};
 use crate::error::{json_body, ErrorKind, ProxyError};
 use crate::http::forwarded::client_ip;
@@ -475,8 +475,29 @@ impl Shard {
                 .map(|(_, v)| v.into_owned())
         });
 
-        // Phase: build the upstream request.
+        // Phase: cache lookup. A fresh hit is answered from memory, conditionals and Range
+        // included, before anything of the upstream request is built (no S3 host, URI or
+        // signature on the hit path).
         let bucket = &local.prepared.config.buckets[index];
+        let now = SystemTime::now();
+        let cached = cache_enabled(bucket, self.memory.capacity())
+            .then(|| CacheKeyRef::new(&bucket.name, &key, version_id.as_deref()))
+            .and_then(|k| self.memory.get(&k));
+        if let Some(obj) = cached.as_ref().filter(|obj| obj.is_fresh(now)) {
+            return Ok(self
+                .answer_cached(head, conn, request_id, obj, "HIT", info)
+                .await);
+        }
+
+        let cache = cache_plan(
+            &local.prepared,
+            index,
+            &key,
+            version_id.as_deref(),
+            self.memory.capacity(),
+        );
+
+        // Phase: build the upstream request.
         let prepared = &local.prepared.buckets[index];
         let (host, canonical_uri) = bucket_object_target(bucket, &key);
         let query = match &version_id {
@@ -501,28 +522,14 @@ impl Shard {
             )
         };
 
-        // Phase: cache lookup. Hits (fresh) are answered from memory, conditionals and Range
-        // included; a stale entry is revalidated with its ETag; a plain GET miss becomes the
-        // single-flight leader that fills the entry while streaming, or a follower that waits
-        // (bounded by first_byte_timeout_ms) for the leader's entry.
-        let cache = cache_plan(
-            &local.prepared,
-            index,
-            &key,
-            version_id.as_deref(),
-            self.memory.capacity(),
-        );
+        // A stale entry is revalidated with its ETag; a plain GET miss becomes the single-flight
+        // leader that fills the entry while streaming, or a follower that waits (bounded by
+        // first_byte_timeout_ms) for the leader's entry.
         let mut fill = None;
         let x_cache = if cache.is_some() { "MISS" } else { "BYPASS" };
         if let Some(plan_c) = cache {
             let plain_get = head.method == Method::GET && !has_conditionals_or_range(&head.headers);
-            let now = SystemTime::now();
-            if let Some(obj) = self.memory.get(&plan_c.key) {
-                if obj.is_fresh(now) {
-                    return Ok(self
-                        .answer_cached(head, conn, request_id, &obj, "HIT", info)
-                        .await);
-                }
+            if let Some(obj) = cached {
                 match (&obj.etag, plain_get) {
                     (Some(etag), true) => {
                         info.metrics.cache_revalidations.inc();
@@ -1283,6 +1290,11 @@ struct CachePlan {
     max_item_bytes: u64,
 }
 
+/// Whether `bucket`'s objects go through this shard's memory cache (`capacity` bytes).
+fn cache_enabled(bucket: &BucketConfig, capacity: u64) -> bool {
+    bucket.cache.enabled && capacity > 0
+}
+
 /// The cache plan for bucket `index`, or `None` when its cache is off (bucket `cache.enabled:
 /// false`, or no memory configured).
 fn cache_plan(
@@ -1294,7 +1306,7 @@ fn cache_plan(
 ) -> Option<CachePlan> {
     let cfg = &prepared.config;
     let bucket = &cfg.buckets[index];
-    if !bucket.cache.enabled || capacity == 0 {
+    if !cache_enabled(bucket, capacity) {
         return None;
     }
     let ttl = bucket
