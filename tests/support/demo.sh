@@ -2,7 +2,7 @@
 # demo.sh: the README's first command. From a fresh Debian 12 machine (as root) to a running
 # Yatagarasu proxy in front of a real S3 (Ceph RGW), then two requests through it.
 #
-#   1. install-deps.sh             Debian packages (Ceph RGW, nginx, ...); checks cargo
+#   1. install-deps.sh             Debian packages (Ceph RGW, nginx, ...); rustup when cargo is missing
 #   2. cargo build --release       target/release/yatagarasu (skip with YATA_DEMO_SKIP_BUILD=1)
 #   3. start-backends.sh           RGW on 127.0.0.1:7480 with demo objects (--demo-only seed)
 #   4. STATE/demo-config.yaml      one bucket: /demo -> RGW bucket yata-public
@@ -26,6 +26,7 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "Installing Debian packages (quiet when already present)"
 bash tests/support/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH" # where install-deps.sh puts rustup's cargo when it was missing
 
 if [[ ${YATA_DEMO_SKIP_BUILD:-0} != 1 ]]; then
   say "Building the proxy: cargo build --release"

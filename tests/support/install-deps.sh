@@ -1,6 +1,7 @@
 #!/bin/bash
 # install-deps.sh: install the Debian 12 packages the integration tests, the benchmarks and the demo
-# need (Ceph RGW, nginx, redis, wrk, curl, botocore, openssl), and check that cargo is on PATH.
+# need (Ceph RGW, nginx, redis, wrk, curl, botocore, openssl), and the Rust toolchain (rustup) when
+# cargo is missing.
 #
 # Idempotent: when every package is already installed it runs no apt command and prints nothing.
 # Runs apt-get update only when something is missing. Needs root (or sudo) only in that case.
@@ -50,13 +51,19 @@ done
 /usr/bin/python3 -c 'import botocore' 2>/dev/null \
   || die "/usr/bin/python3 cannot import botocore (package python3-botocore)"
 
+# The Rust toolchain: rustup's stable with rustfmt and clippy (the suite lints), into ~/.cargo.
+# Callers put ~/.cargo/bin on their PATH after this script (a child cannot change theirs).
+export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null; then
-  cat >&2 <<'EOF'
-install-deps.sh: ERROR: cargo not found on PATH.
-  Install the Rust toolchain with rustup (https://rustup.rs):
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-    . "$HOME/.cargo/env"
-  then run this script again.
-EOF
-  exit 1
+  echo "install-deps.sh: installing the Rust toolchain (rustup, stable, rustfmt, clippy)"
+  log=$(mktemp /tmp/install-rustup.XXXXXX.log)
+  if ! curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+      | sh -s -- -y --profile minimal -c rustfmt -c clippy >"$log" 2>&1; then
+    tail -n 30 "$log" >&2; die "rustup install failed (full log: $log)"
+  fi
+  rm -f "$log"
+fi
+command -v cargo >/dev/null || die "cargo not on PATH after installing rustup"
+if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || die "cannot add rustfmt and clippy (rustup component add rustfmt clippy)"
 fi

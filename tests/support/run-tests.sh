@@ -14,6 +14,7 @@ LOG=$(mktemp -d)/test-output
 : > "$LOG"
 
 bash tests/support/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH" # where install-deps.sh puts rustup's cargo when it was missing
 
 echo "== lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
