@@ -85,6 +85,19 @@ impl<'b> ResponseHead<'b> {
         self
     }
 
+    /// Append `Content-Range: bytes first-last/len` (RFC 9110 section 14.4) without allocating.
+    pub fn content_range(&mut self, first: u64, last: u64, len: u64) -> &mut Self {
+        debug_assert!(first <= last && last < len);
+        self.buf.extend_from_slice(b"Content-Range: bytes ");
+        push_u64(self.buf, first);
+        self.buf.push(b'-');
+        push_u64(self.buf, last);
+        self.buf.push(b'/');
+        push_u64(self.buf, len);
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
     /// Append the `Connection` header a response needs for `version` and `keep_alive`: HTTP/1.1
     /// keeps alive by default so only `close` is sent; HTTP/1.0 needs `keep-alive` spelled out.
     pub fn connection(&mut self, version: Version, keep_alive: bool) -> &mut Self {
@@ -147,6 +160,16 @@ impl DateCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_range_is_written_in_place() {
+        let mut buf = Vec::new();
+        let mut h = ResponseHead::new(&mut buf, 206);
+        h.content_range(0, 9, 100).content_range(99, 99, 100);
+        h.finish();
+        assert!(buf
+            .ends_with(b"Content-Range: bytes 0-9/100\r\nContent-Range: bytes 99-99/100\r\n\r\n"));
+    }
 
     #[test]
     fn head_encoding_is_exact() {

@@ -12,7 +12,7 @@ use http::Method;
 
 use crate::cache::{evaluate, select_range, CachedObject, Precondition, RangeResult};
 use crate::http::io::{write_all, write_head_and_body};
-use crate::http::range::{content_range, content_range_unsatisfied};
+use crate::http::range::content_range_unsatisfied;
 use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::Conn;
@@ -93,7 +93,7 @@ pub async fn serve(
     };
     if status == 206 {
         if let Some((first, last)) = slice {
-            h.header("Content-Range", content_range(first, last, len).as_bytes());
+            h.content_range(first, last, len);
         }
     }
     if status == 416 {
