@@ -1,7 +1,7 @@
 //! Memory-shard benchmarks: `MemoryShard::get` and `MemoryShard::insert` at 1 KiB, 100 KiB and
 //! 1 MiB bodies (Criterion), the hit ratio of a Zipf(s = 1.0) workload over 100k keys against
 //! shards holding 1%, 10% and 30% of the working set, and allocations per operation counted by
-//! a `#[global_allocator]` wrapper around the system allocator.
+//! the shared counting allocator (`benches/support/alloc.rs`).
 //!
 //! Not shipped; measures the hot path of every cache hit. Run:
 //! `cargo bench --bench cache -- --warm-up-time 1 --measurement-time 2`.
@@ -13,10 +13,8 @@
 //! 1 MiB entries costs 1 MiB of RAM: the shard weighs by length, and get/insert never touch the
 //! body bytes, so the timings are those of real entries.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -24,37 +22,8 @@ use criterion::{BatchSize, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
 use yatagarasu::cache::{CacheKey, CachedObject, MemoryShard};
 
-/// Counts allocations (alloc, alloc_zeroed and realloc) made through the global allocator.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counter
-// is a relaxed atomic increment with no other effect.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
+#[path = "support/alloc.rs"]
+mod alloc;
 
 const KIB: usize = 1024;
 const SIZES: [(&str, usize); 3] = [("1KiB", KIB), ("100KiB", 100 * KIB), ("1MiB", 1024 * KIB)];
@@ -232,33 +201,30 @@ fn report_allocations(n: usize) {
         let body = Bytes::from(vec![0u8; size]);
         let (shard, next) = full_shard(&body, &headers);
         let held: Vec<CacheKey> = (next - 16..next).map(key).collect();
-        let before = allocations();
-        for i in 0..n {
-            black_box(shard.get(&held[i % held.len()]));
-        }
-        let get = (allocations() - before) as f64 / n as f64;
-        let batch: Vec<(CacheKey, Rc<CachedObject>)> = (0..n)
+        let mut i = 0;
+        let get = alloc::per_op(n as u64, || {
+            i += 1;
+            shard.get(&held[i % held.len()])
+        });
+        // Built before counting: one entry for the warm-up call, then `n` counted inserts.
+        let batch: Vec<(CacheKey, Rc<CachedObject>)> = (0..=n)
             .map(|i| (key(next + 1 + i), entry(&body, &headers)))
             .collect();
-        let before = allocations();
-        for (k, o) in batch {
-            shard.insert(k, o);
-        }
-        let insert = (allocations() - before) as f64 / n as f64;
+        let mut batch = batch.into_iter();
+        let insert = alloc::per_op(n as u64, || {
+            let (k, o) = batch.next().expect("one entry per insert");
+            shard.insert(k, o)
+        });
         println!("  {name:>6}: get {get:.2}, insert {insert:.2} (steady state, evicting)");
     }
-    let before = allocations();
-    for i in 0..n {
-        black_box(key(i));
-    }
+    let mut i = 0;
     // `key` formats the name (1 String) and CacheKey::new copies it (1 boxed slice).
-    let per_key = (allocations() - before) as f64 / n as f64;
-    let before = allocations();
+    let per_key = alloc::per_op(n as u64, || {
+        i += 1;
+        key(i)
+    });
     let body = Bytes::from_static(b"x");
-    for _ in 0..n {
-        black_box(entry(&body, &headers));
-    }
-    let per_entry = (allocations() - before) as f64 / n as f64;
+    let per_entry = alloc::per_op(n as u64, || entry(&body, &headers));
     println!(
         "  bench key() {per_key:.2} (format + CacheKey::new), \
          entry() {per_entry:.2} (from_response + Rc)"

@@ -1,15 +1,29 @@
-//! Benchmarks of the per-request HTTP parsing on the hot path: `parse_request_head` on a
+//! Benchmarks of the per-request HTTP/1.1 work on the hot path: `parse_request_head` on a
 //! typical Chrome GET (609 bytes, 14 fields), on a curl GET whose field names are all standard,
 //! and on an incomplete head (the re-parse after a short read); `parse_range` on the common
-//! Range forms.
+//! Range forms; and `ResponseHead` encoding of a cache hit's 200 and 206 heads (the field set
+//! and order `proxy::cached::serve` writes, `Date` from a `DateCache`) into a reused buffer.
 //!
-//! Run: `cargo bench --bench http_parse -- --warm-up-time 1 --measurement-time 2`.
+//! Before Criterion runs, each operation's allocations are counted (`benches/support/alloc.rs`)
+//! and printed as `alloc/op <bench>: <n>`; a count above its bound fails the run, also under
+//! `cargo bench -- --test`.
+//!
+//! Not shipped code; costs nothing at run time. Run:
+//! `cargo bench --bench http_parse -- --warm-up-time 1 --measurement-time 2`.
 
 use std::hint::black_box;
+use std::time::{Duration, SystemTime};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use bytes::Bytes;
+use criterion::{criterion_group, Criterion, Throughput};
+use http::{HeaderMap, HeaderValue};
+use yatagarasu::cache::CachedObject;
 use yatagarasu::http::range::parse_range;
-use yatagarasu::http::request::{parse_request_head, Limits};
+use yatagarasu::http::request::{parse_request_head, Limits, Version};
+use yatagarasu::http::response::{DateCache, ResponseHead};
+
+#[path = "support/alloc.rs"]
+mod alloc;
 
 const LIMITS: Limits = Limits {
     max_uri_bytes: 8192,
@@ -47,6 +61,109 @@ const CURL_GET: &str = concat!(
     "\r\n"
 );
 
+const RANGES: [(&str, &[u8]); 4] = [
+    ("from_to", b"bytes=0-1048575"),
+    ("from", b"bytes=1048576-"),
+    ("suffix", b"bytes=-500"),
+    ("multi_rejected", b"bytes=0-99, 200-299"),
+];
+
+/// A cached 1 KiB object as `CachedObject::from_response` stores it from an S3 answer: the
+/// stored representation fields, then `x-amz-meta-*`.
+fn cached_object() -> CachedObject {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("content-type", "application/octet-stream"),
+        ("content-length", "1024"),
+        ("etag", "\"0f343b0931126a20f133d67c2b018a3b\""),
+        ("last-modified", "Thu, 19 Nov 2026 10:12:31 GMT"),
+        ("accept-ranges", "bytes"),
+        ("cache-control", "max-age=60"),
+        (
+            "x-amz-request-id",
+            "tx00000a1b2c3d4e5f60718-0067f00000-1010-default",
+        ),
+        ("x-amz-meta-owner", "yatagarasu"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    CachedObject::from_response(
+        Bytes::from(vec![0u8; 1024]),
+        &h,
+        SystemTime::now(),
+        Duration::from_secs(3600),
+    )
+}
+
+/// A generated request id (`X-Request-Id`, a v4 UUID).
+const REQUEST_ID: &str = "3f2b8c1e-9d4a-4e6f-8b7c-2a1d0e9f8c7b";
+
+/// The head of a cache hit, written as `proxy::cached::serve` writes it for HTTP/1.1
+/// keep-alive: `Date`, the stored fields, `Content-Range` (206 only), `Content-Length`,
+/// `X-Cache`, `Age`, `X-Request-Id`. `range` is `(first, last)` for a 206.
+fn encode_hit(buf: &mut Vec<u8>, dates: &DateCache, obj: &CachedObject, range: Option<(u64, u64)>) {
+    let now = SystemTime::now();
+    let len = obj.body.len() as u64;
+    let mut h = ResponseHead::new(buf, if range.is_some() { 206 } else { 200 });
+    h.header("Date", &dates.now());
+    for (name, value) in &obj.headers {
+        h.header(name.as_str(), value.as_bytes());
+    }
+    let (first, last) = range.unwrap_or((0, len - 1));
+    if range.is_some() {
+        h.content_range(first, last, len);
+    }
+    h.header_u64("Content-Length", last - first + 1)
+        .header("X-Cache", b"HIT")
+        .header_u64("Age", obj.age(now).as_secs())
+        .header("X-Request-Id", REQUEST_ID.as_bytes())
+        .connection(Version::Http11, true);
+    h.finish();
+}
+
+/// Allocation counts per operation, with their bounds (today's counts; see the module docs).
+fn allocation_bounds() {
+    const N: u64 = 1000;
+    for (name, head, bound) in [
+        ("chrome_get", CHROME_GET, BOUND_CHROME_GET),
+        ("curl_get", CURL_GET, BOUND_CURL_GET),
+    ] {
+        alloc::expect_at_most(&format!("parse_request_head/{name}"), bound, N, || {
+            parse_request_head(black_box(head.as_bytes()), &LIMITS)
+        });
+    }
+    let partial = &CHROME_GET.as_bytes()[..CHROME_GET.len() - 40];
+    alloc::expect_at_most(
+        "parse_request_head/chrome_get_partial",
+        BOUND_CHROME_GET_PARTIAL,
+        N,
+        || parse_request_head(black_box(partial), &LIMITS),
+    );
+    for (name, value) in RANGES {
+        alloc::expect_at_most(&format!("parse_range/{name}"), 0.0, N, || {
+            parse_range(black_box(value))
+        });
+    }
+    let dates = DateCache::default();
+    let obj = cached_object();
+    let mut buf = Vec::new();
+    alloc::expect_at_most("response_head/hit_200", 0.0, N, || {
+        encode_hit(&mut buf, &dates, &obj, None)
+    });
+    alloc::expect_at_most("response_head/hit_206", BOUND_HIT_206, N, || {
+        encode_hit(&mut buf, &dates, &obj, Some((0, 511)))
+    });
+}
+
+// Bounds: the counts measured when they were written. A parsed head owns its target, a copy of
+// the head bytes and the shared `Bytes` header its field values point into, and a `HeaderMap`
+// (two allocations, plus one per field name outside the standard set: Chrome sends six); an
+// incomplete head allocates nothing. Response heads (200 and 206) allocate nothing.
+const BOUND_CHROME_GET: f64 = 11.0;
+const BOUND_CURL_GET: f64 = 5.0;
+const BOUND_CHROME_GET_PARTIAL: f64 = 0.0;
+const BOUND_HIT_206: f64 = 0.0;
+
 fn bench_request_head(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_request_head");
     for (name, head) in [("chrome_get", CHROME_GET), ("curl_get", CURL_GET)] {
@@ -68,16 +185,39 @@ fn bench_request_head(c: &mut Criterion) {
 
 fn bench_range(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_range");
-    for (name, value) in [
-        ("from_to", &b"bytes=0-1048575"[..]),
-        ("from", b"bytes=1048576-"),
-        ("suffix", b"bytes=-500"),
-        ("multi_rejected", b"bytes=0-99, 200-299"),
-    ] {
+    for (name, value) in RANGES {
         g.bench_function(name, |b| b.iter(|| parse_range(black_box(value))));
     }
     g.finish();
 }
 
-criterion_group!(benches, bench_request_head, bench_range);
-criterion_main!(benches);
+fn bench_response_head(c: &mut Criterion) {
+    let mut g = c.benchmark_group("response_head");
+    let dates = DateCache::default();
+    let obj = cached_object();
+    let mut buf = Vec::with_capacity(1024);
+    for (name, range) in [("hit_200", None), ("hit_206", Some((0, 511)))] {
+        encode_hit(&mut buf, &dates, &obj, range);
+        let status = if range.is_some() { "206" } else { "200" };
+        assert!(buf.starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
+        assert!(buf.ends_with(b"\r\nX-Request-Id: 3f2b8c1e-9d4a-4e6f-8b7c-2a1d0e9f8c7b\r\n\r\n"));
+        g.throughput(Throughput::Bytes(buf.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| encode_hit(&mut buf, &dates, black_box(&obj), black_box(range)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_request_head,
+    bench_range,
+    bench_response_head
+);
+
+fn main() {
+    allocation_bounds();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -3,17 +3,24 @@
 //! through the shard's token cache (a hit: SHA-256 and one probe), plus token extraction from
 //! the bearer header, a query parameter and a named header.
 //!
+//! Before Criterion runs, each operation's allocations are counted (`benches/support/alloc.rs`)
+//! and printed as `alloc/op <bench>: <n>`; a count above its bound fails the run, also under
+//! `cargo bench -- --test`.
+//!
 //! Not shipped code. Keys are the committed test fixtures in `tests/fixtures/jwt`. Run with
 //! `cargo bench --bench jwt -- --warm-up-time 1 --measurement-time 2`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use yatagarasu::auth::{authenticate, extract_token, TokenCache, Verifier};
 use yatagarasu::config::{ClaimOperator, ClaimRule, JwtAlgorithm, JwtConfig, Secret, TokenSource};
+
+#[path = "support/alloc.rs"]
+mod alloc;
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "a-bench-secret-that-is-32-bytes!";
@@ -89,15 +96,16 @@ fn setup(alg: JwtAlgorithm) -> (Verifier, String) {
     (verifier, token)
 }
 
+const ALGS: [(&str, JwtAlgorithm); 4] = [
+    ("HS256", JwtAlgorithm::HS256),
+    ("RS256", JwtAlgorithm::RS256),
+    ("ES256", JwtAlgorithm::ES256),
+    ("EdDSA", JwtAlgorithm::EdDSA),
+];
+
 fn verification(c: &mut Criterion) {
-    let algs = [
-        ("HS256", JwtAlgorithm::HS256),
-        ("RS256", JwtAlgorithm::RS256),
-        ("ES256", JwtAlgorithm::ES256),
-        ("EdDSA", JwtAlgorithm::EdDSA),
-    ];
     let mut cold = c.benchmark_group("jwt_verify_cold");
-    for (name, alg) in algs {
+    for (name, alg) in ALGS {
         let (verifier, token) = setup(alg);
         cold.bench_function(name, |b| {
             b.iter_batched(
@@ -114,7 +122,7 @@ fn verification(c: &mut Criterion) {
     cold.finish();
 
     let mut cached = c.benchmark_group("jwt_verify_cached");
-    for (name, alg) in algs {
+    for (name, alg) in ALGS {
         let (verifier, token) = setup(alg);
         let cache = TokenCache::new(10_000);
         assert!(authenticate(&verifier, None, &cache, 1, &token, NOW).is_ok());
@@ -126,7 +134,18 @@ fn verification(c: &mut Criterion) {
     cached.finish();
 }
 
-fn extraction(c: &mut Criterion) {
+/// Token sources (query, bearer, header, in that order), a typical header set without a
+/// token, the same with a bearer token, the same with an `X-Auth-Token` header, and a query
+/// string carrying the token.
+struct Extraction {
+    sources: [TokenSource; 3],
+    typical: http::HeaderMap,
+    bearer: http::HeaderMap,
+    header: http::HeaderMap,
+    query: String,
+}
+
+fn extraction_inputs() -> Extraction {
     let (_, token) = setup(JwtAlgorithm::HS256);
     let sources = [
         TokenSource::Query {
@@ -161,6 +180,23 @@ fn extraction(c: &mut Criterion) {
     );
     let query = format!("versionId=3&token={token}");
 
+    Extraction {
+        sources,
+        typical,
+        bearer,
+        header,
+        query,
+    }
+}
+
+fn extraction(c: &mut Criterion) {
+    let Extraction {
+        sources,
+        typical,
+        bearer,
+        header,
+        query,
+    } = extraction_inputs();
     let mut g = c.benchmark_group("jwt_extract");
     g.bench_function("bearer", |b| {
         b.iter(|| extract_token(&sources, black_box(&bearer), Some("versionId=3")))
@@ -177,5 +213,82 @@ fn extraction(c: &mut Criterion) {
     g.finish();
 }
 
+/// Allocation counts per operation, with their bounds (today's counts; see the module docs).
+fn allocation_bounds() {
+    for (name, alg) in ALGS {
+        let (verifier, token) = setup(alg);
+        let cold_bound = match alg {
+            JwtAlgorithm::HS256 => BOUND_COLD_HS256,
+            JwtAlgorithm::RS256 => BOUND_COLD_RS256,
+            JwtAlgorithm::ES256 => BOUND_COLD_ES256,
+            _ => BOUND_COLD_EDDSA,
+        };
+        let cache = TokenCache::new(10_000);
+        alloc::expect_at_most(
+            &format!("jwt_verify_cached/{name}"),
+            BOUND_CACHED,
+            1000,
+            || {
+                let v = authenticate(&verifier, None, &cache, 1, black_box(&token), NOW);
+                assert!(v.is_ok());
+                v
+            },
+        );
+        // A miss on an empty cache each time, as the Criterion bench measures; the caches are
+        // built before counting, one per call.
+        const COLD: u64 = 100;
+        let mut caches = (0..=alloc::ROUNDS as u64 * COLD)
+            .map(|_| TokenCache::new(16))
+            .collect::<Vec<_>>()
+            .into_iter();
+        alloc::expect_at_most(&format!("jwt_verify_cold/{name}"), cold_bound, COLD, || {
+            let cache = caches.next().expect("one cache per call");
+            let v = authenticate(&verifier, None, &cache, 1, black_box(&token), NOW);
+            assert!(v.is_ok());
+            (v, cache)
+        });
+    }
+    let x = extraction_inputs();
+    let sources = &x.sources;
+    for (name, headers, query, bound) in [
+        (
+            "bearer",
+            &x.bearer,
+            Some("versionId=3"),
+            BOUND_EXTRACT_BEARER,
+        ),
+        (
+            "query",
+            &x.typical,
+            Some(x.query.as_str()),
+            BOUND_EXTRACT_QUERY,
+        ),
+        ("header", &x.header, None, BOUND_EXTRACT_HEADER),
+        ("absent", &x.typical, Some("versionId=3"), 0.0),
+    ] {
+        alloc::expect_at_most(&format!("jwt_extract/{name}"), bound, 1000, || {
+            extract_token(sources, black_box(headers), query)
+        });
+    }
+}
+
+// Bounds: the counts measured when they were written. A token-cache hit allocates nothing; a
+// miss decodes the header and claims (serde_json values), checks the signature (RSA's big
+// integers account for RS256's extra) and inserts. Bearer and header tokens are returned owned,
+// a query token borrowed.
+const BOUND_CACHED: f64 = 0.0;
+const BOUND_COLD_HS256: f64 = 39.0;
+const BOUND_COLD_RS256: f64 = 147.0;
+const BOUND_COLD_ES256: f64 = 39.0;
+const BOUND_COLD_EDDSA: f64 = 39.0;
+const BOUND_EXTRACT_BEARER: f64 = 1.0;
+const BOUND_EXTRACT_QUERY: f64 = 0.0;
+const BOUND_EXTRACT_HEADER: f64 = 1.0;
+
 criterion_group!(benches, verification, extraction);
-criterion_main!(benches);
+
+fn main() {
+    allocation_bounds();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

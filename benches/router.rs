@@ -2,12 +2,19 @@
 //! buckets: a hit on a two-segment prefix with a deep key, a miss that falls to the catch-all,
 //! and a miss with no catch-all. The cost should stay flat as the bucket count grows.
 //!
-//! Run: `cargo bench --bench router -- --warm-up-time 1 --measurement-time 2`.
+//! Before Criterion runs, each lookup's allocations are counted (`benches/support/alloc.rs`)
+//! and printed as `alloc/op <bench>: <n>`; a lookup borrows the path and must not allocate, so
+//! any allocation fails the run, also under `cargo bench -- --test`.
+//!
+//! Not shipped code. Run: `cargo bench --bench router -- --warm-up-time 1 --measurement-time 2`.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use yatagarasu::router::Router;
+
+#[path = "support/alloc.rs"]
+mod alloc;
 
 fn build(buckets: usize, catch_all: bool) -> Router {
     let mut prefixes: Vec<(String, usize)> = (0..buckets)
@@ -25,6 +32,28 @@ fn build(buckets: usize, catch_all: bool) -> Router {
         prefixes.push(("/".to_string(), buckets));
     }
     Router::new(prefixes)
+}
+
+/// Allocation counts per lookup at 1000 buckets: all must be 0.
+fn allocation_bounds() {
+    const N: u64 = 1000;
+    let n = 1000;
+    let router = build(n, false);
+    let with_catch_all = build(n, true);
+    let hit = format!("/tenant-{}/assets/img/2024/11/photo-0001.jpg", (n / 2) & !1);
+    let short = format!("/bucket-{}/k.txt", n - 1);
+    let miss = "/unmapped/a/b/c/d/e/file.bin";
+    assert!(router.route(&hit).is_some() && router.route(&short).is_some());
+    for (name, r, path) in [
+        ("hit_deep_key", &router, hit.as_str()),
+        ("hit_short", &router, &short),
+        ("miss", &router, miss),
+        ("catch_all", &with_catch_all, miss),
+    ] {
+        alloc::expect_at_most(&format!("route/{name}/{n}"), 0.0, N, || {
+            r.route(black_box(path)).map(|(b, _)| b)
+        });
+    }
 }
 
 fn bench_route(c: &mut Criterion) {
@@ -57,4 +86,9 @@ fn bench_route(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_route);
-criterion_main!(benches);
+
+fn main() {
+    allocation_bounds();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
