@@ -12,7 +12,7 @@
 #           k/m suffix (KiB/MiB), e.g. 100k: a deterministic object of that size is uploaded to RGW
 #           as perf-<SIZE>.bin first. perf/cache-hit-100k.sh is the 100 KiB wrapper.
 # env:      perf/lib.sh's (YATA_PERF_PROXY_CPU 0: the proxy shard and the nginx worker, one at a
-#           time under load; YATA_PERF_LOAD_CPU 1: wrk; RGW on YATA_PERF_BACKEND_CPU, idle once both caches are warm;
+#           time under load; YATA_PERF_LOAD_CPU 1: wrk; RGW floats (YATA_PERF_BACKEND_CPU), idle once both caches are warm;
 #           YATA_PERF_NO_BUILD=1 ...), and YATA_PERF_ALLOW_MISS=1: run even if the proxy never
 #           answers `X-Cache: HIT` (the result then says it measured the miss path).
 # installs: the Debian test packages (tests/support/install-deps.sh: Ceph, nginx, wrk) when missing;

@@ -25,11 +25,10 @@
 # env (all optional):
 #   YATA_PERF_PROXY_CPU (0)   CPU for the proxy shard and for each nginx reference worker
 #   YATA_PERF_LOAD_CPU (1)    CPU for wrk / curl / the load clients
-#   YATA_PERF_BACKEND_CPU (the load CPU)  CPUs for Garage / RGW (taskset list; empty: float over
-#                             all CPUs). Sharing the load generator's CPU gives the backend the same
-#                             CPU in the direct and the proxied arm, and leaves the proxy's CPU to
-#                             the proxy, so on a 2-core machine the backend is the bottleneck in both
-#                             arms instead of competing with the proxy for CPU 0.
+#   YATA_PERF_BACKEND_CPU ("")  CPUs for Garage / RGW (a taskset list); empty: float over all
+#                             CPUs. Floating is the default: pinned with the load generator on a
+#                             2-core machine, the backend lost more to the cross-CPU wakeups of the
+#                             proxied arm than it gained (misses: 0.688 pinned vs 0.816 floating).
 #   YATA_PERF_NO_BUILD=1      use the existing release binary
 #   CARGO_TARGET_DIR          where the release binary is built and looked for (default target/)
 #   YATA_PERF_DATE            date in the result file name (default: today, UTC)
@@ -45,7 +44,7 @@ PERF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 PROXY_CPU=${YATA_PERF_PROXY_CPU:-0}
 LOAD_CPU=${YATA_PERF_LOAD_CPU:-1}
-BACKEND_CPU=${YATA_PERF_BACKEND_CPU-$LOAD_CPU}
+BACKEND_CPU=${YATA_PERF_BACKEND_CPU:-}
 
 # perf_backend_pinned CMD...: run CMD (a backend's start script) on BACKEND_CPU; the daemons it
 # starts inherit the affinity.

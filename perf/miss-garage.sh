@@ -10,7 +10,7 @@
 #           1k.bin is seeded there). --rgw uses Ceph RGW instead (when Garage is not installed); the
 #           result's title and backend line then say RGW.
 # env:      perf/lib.sh's (YATA_PERF_PROXY_CPU 0, YATA_PERF_LOAD_CPU 1, YATA_PERF_NO_BUILD, ...);
-#           the backend runs on YATA_PERF_BACKEND_CPU (default: the load generator's CPU).
+#           the backend floats over both CPUs (YATA_PERF_BACKEND_CPU pins it).
 # installs: wrk (apt) when missing; with --rgw the Debian test packages; Garage is NOT built here
 #           (tests/support/install-garage.sh, a long compile). Builds the release binary unless
 #           YATA_PERF_NO_BUILD=1.
