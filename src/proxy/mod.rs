@@ -790,6 +790,7 @@ impl Shard {
         // long body that is not being cached moves by splice(2) instead, without the copies.
         let mut sent = 0u64;
         let mut buf = Vec::new();
+        let mut framed: Vec<u8> = Vec::new();
         let mut ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
         while ok {
             if fill.is_none() && !chunked && resp.body.spliceable() {
@@ -818,8 +819,10 @@ impl Shard {
                 f.body.extend_from_slice(&buf);
             }
             if chunked {
-                let mut framed = Vec::with_capacity(n + 12);
-                framed.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                // RFC 9112 section 7.1: hex size, CRLF, data, CRLF, in one reused buffer.
+                framed.clear();
+                // Writing into a Vec cannot fail.
+                let _ = std::io::Write::write_fmt(&mut framed, format_args!("{n:x}\r\n"));
                 framed.extend_from_slice(&buf);
                 framed.extend_from_slice(b"\r\n");
                 ok = write_all(&mut conn.stream, &mut framed).await.is_ok();
