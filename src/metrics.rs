@@ -168,6 +168,9 @@ pub struct BucketMetrics {
     pub cache_single_flight_waits: Counter,
     /// Of those, the ones that gave up after first_byte_timeout_ms and fetched themselves.
     pub cache_single_flight_timeouts: Counter,
+    /// Of those, the ones whose leader got no storable object (an S3 error, a response too
+    /// large or not cacheable, a failed fill) and that fetched themselves.
+    pub cache_single_flight_abandoned: Counter,
     /// Entries held in the memory layer.
     pub cache_items: Gauge,
     /// Bytes held in the memory layer (entry weights: body, headers, key).
@@ -416,7 +419,7 @@ fn histogram(
 
 /// The cache counters exported per bucket and layer: (name, help, reader).
 type CacheCounter = (&'static str, &'static str, fn(&BucketMetrics) -> u64);
-const CACHE_COUNTERS: [CacheCounter; 11] = [
+const CACHE_COUNTERS: [CacheCounter; 12] = [
     ("cache_hits", "Responses answered from the cache.", |b| {
         b.cache_hits.get()
     }),
@@ -463,6 +466,11 @@ const CACHE_COUNTERS: [CacheCounter; 11] = [
         "cache_single_flight_timeouts",
         "Waits that timed out and fetched themselves.",
         |b| b.cache_single_flight_timeouts.get(),
+    ),
+    (
+        "cache_single_flight_abandoned",
+        "Waits whose leader got no storable object; they fetched themselves.",
+        |b| b.cache_single_flight_abandoned.get(),
     ),
 ];
 

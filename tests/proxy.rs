@@ -341,6 +341,28 @@ fn limits_give_414_431_413() {
     c.send(b"GET /public/hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n");
     c.read_response(false).assert_json_error(413);
 
+    // The method check comes before the body check: a PUT or POST with a body over the limit
+    // (sent in full, as curl does, or chunked) gets 405 with Allow, and the connection closes.
+    for (method, framing) in [
+        ("PUT", "Content-Length: 100000\r\n"),
+        ("POST", "Transfer-Encoding: chunked\r\n"),
+    ] {
+        let mut c = proxy.client();
+        let mut raw =
+            format!("{method} /public/hello.txt HTTP/1.1\r\nHost: x\r\n{framing}\r\n").into_bytes();
+        if method == "PUT" {
+            raw.extend(std::iter::repeat_n(b'x', 100_000));
+        } else {
+            raw.extend_from_slice(b"4\r\nabcd\r\n0\r\n\r\n");
+        }
+        c.send(&raw);
+        let r = c.read_response(false);
+        r.assert_json_error(405);
+        assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"), "{method}");
+        assert_eq!(r.header("connection"), Some("close"), "{method}");
+        assert!(c.is_closed(), "{method}: closed after the early answer");
+    }
+
     // A body within the limit is read and discarded; the connection stays in sync.
     let mut c = proxy.client();
     c.send(b"GET /public/hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");

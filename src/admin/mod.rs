@@ -38,7 +38,6 @@ use yatagarasu_runtime::{Control, Snapshot};
 use crate::app::Reloader;
 use crate::config::Config;
 use crate::error::json_body;
-use crate::http::io::write_all;
 use crate::http::path::{decode_path, split_target};
 use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
@@ -184,7 +183,7 @@ impl Service for AdminService {
         if head.method != Method::HEAD {
             conn.wbuf.extend_from_slice(reply.body.as_bytes());
         }
-        let ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        let ok = conn.flush().await.is_ok();
         tracing::info!(
             target: "yatagarasu::admin",
             request_id = %request_id,

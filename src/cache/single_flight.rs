@@ -110,7 +110,7 @@ impl<K: Hash + Eq + Clone, V> SingleFlight<K, V> {
         if let Some(slot) = table.get(key) {
             let id = {
                 let mut st = slot.state.borrow_mut();
-                debug_assert!(st.outcome.is_none(), "a finished flight left the table");
+                // A published flight stays in the table until it ends; its waiters return at once.
                 st.wakers.push(None);
                 st.wakers.len() - 1
             };
@@ -153,6 +153,22 @@ impl<K: Hash + Eq, V> LeaderGuard<K, V> {
         self.finish(value);
     }
 
+    /// Publish `value` now but keep the flight open: every waiter, present and joining later,
+    /// gets a clone at once, and the key stays in the table (so a request arriving meanwhile
+    /// joins instead of fetching again) until the guard completes or is dropped, which then
+    /// keeps the published value. Used for fills streamed to followers while they arrive.
+    pub fn publish(&self, value: V) {
+        let wakers = {
+            let mut st = self.slot.state.borrow_mut();
+            debug_assert!(st.outcome.is_none(), "a flight was published twice");
+            st.outcome = Some(Some(value));
+            std::mem::take(&mut st.wakers)
+        };
+        for w in wakers.into_iter().flatten() {
+            w.wake();
+        }
+    }
+
     fn finish(&mut self, value: Option<V>) {
         let Some(key) = self.key.take() else {
             return;
@@ -167,7 +183,9 @@ impl<K: Hash + Eq, V> LeaderGuard<K, V> {
         }
         let wakers = {
             let mut st = self.slot.state.borrow_mut();
-            st.outcome = Some(value);
+            if st.outcome.is_none() {
+                st.outcome = Some(value);
+            }
             std::mem::take(&mut st.wakers)
         };
         // No borrow is held while waking.
@@ -289,6 +307,31 @@ mod tests {
         assert_eq!(sf.in_flight(), 0);
         // The key is free again: the next request leads.
         let _again = leader(sf.begin(&"k"));
+    }
+
+    #[test]
+    fn published_value_reaches_present_and_later_waiters_and_survives_the_end() {
+        let flights: SingleFlight<&'static str, u32> = SingleFlight::new();
+        let guard = leader(flights.begin(&"k"));
+        let early = follower(flights.begin(&"k"));
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut early_wait: Fut = Box::pin(early.wait());
+        assert_eq!(poll(&mut early_wait, &waker), Poll::Pending);
+        guard.publish(7);
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "published wakes the waiter"
+        );
+        assert_eq!(poll(&mut early_wait, &waker), Poll::Ready(Some(7)));
+        // Still in flight: a later request joins and gets the value at once.
+        assert_eq!(flights.in_flight(), 1);
+        let mut late_wait: Fut = Box::pin(follower(flights.begin(&"k")).wait());
+        assert_eq!(poll(&mut late_wait, &waker), Poll::Ready(Some(7)));
+        drop(guard);
+        assert_eq!(flights.in_flight(), 0);
+        assert!(matches!(flights.begin(&"k"), Flight::Leader(_)));
     }
 
     #[test]

@@ -293,8 +293,15 @@ pub struct ServerConfig {
     pub io_uring_entries: u32,
     /// Idle time allowed between requests on a keep-alive connection, ms (> 0). Default 60000.
     pub keepalive_timeout_ms: u64,
-    /// Time allowed to receive a whole request header block, ms (> 0). Default 10000.
+    /// Time allowed to receive a whole request header block, ms (> 0), counted from the accept
+    /// for a connection's first request and from its first byte for later ones; over it the
+    /// connection gets 408 and is closed. Default 10000.
     pub request_header_timeout_ms: u64,
+    /// Longest a client may accept no byte of a response, ms (> 0): a write that makes no
+    /// progress this long closes the connection and releases its upstream connection, pipe and
+    /// buffers. Per write, not per response (a slow but steady download is never cut). Default
+    /// 60000. Reloadable (new requests).
+    pub send_timeout_ms: u64,
     /// Time in-flight requests get to finish after SIGTERM before connections are closed, ms
     /// (0 = close at once). Default 30000.
     pub shutdown_grace_ms: u64,

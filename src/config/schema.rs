@@ -101,6 +101,7 @@ impl Decode for ServerConfig {
         });
         let keepalive_timeout_ms = f.pos(d, "keepalive_timeout_ms", 60_000u64);
         let request_header_timeout_ms = f.pos(d, "request_header_timeout_ms", 10_000u64);
+        let send_timeout_ms = f.pos(d, "send_timeout_ms", 60_000u64);
         let shutdown_grace_ms = f.or(d, "shutdown_grace_ms", 30_000u64);
         let max_connections_per_shard = f.pos(d, "max_connections_per_shard", 65_536usize);
         let limits = f.or_section::<LimitsConfig>(d, "limits");
@@ -113,6 +114,7 @@ impl Decode for ServerConfig {
             io_uring_entries: io_uring_entries?,
             keepalive_timeout_ms: keepalive_timeout_ms?,
             request_header_timeout_ms: request_header_timeout_ms?,
+            send_timeout_ms: send_timeout_ms?,
             shutdown_grace_ms: shutdown_grace_ms?,
             max_connections_per_shard: max_connections_per_shard?,
             limits: limits?,

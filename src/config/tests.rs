@@ -42,9 +42,10 @@ fn defaults_apply_when_sections_are_omitted() {
         (
             s.keepalive_timeout_ms,
             s.request_header_timeout_ms,
+            s.send_timeout_ms,
             s.shutdown_grace_ms
         ),
-        (60_000, 10_000, 30_000)
+        (60_000, 10_000, 60_000, 30_000)
     );
     assert_eq!(s.max_connections_per_shard, 65_536);
     assert_eq!(

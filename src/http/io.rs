@@ -4,8 +4,15 @@
 //! Hot path. monoio moves the buffer into the kernel op and hands it back, so the helpers take
 //! `&mut Vec<u8>` and swap it in and out (`mem::take`, no copy). Reads land in the vector's spare
 //! capacity; nothing here allocates unless the caller asks for more room.
+//!
+//! Writes towards clients take a per-write deadline (`server.send_timeout_ms`): each write
+//! syscall (or io_uring op) must make progress within it, so a slow but steady reader is never
+//! cut while one that stopped reading is detected within one deadline. A timed-out write drops
+//! its in-flight op together with the buffer; callers close the connection then (DESIGN
+//! section 3: a cancelled op may have completed).
 
 use std::io;
+use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -37,6 +44,48 @@ pub async fn write_all<S: AsyncWriteRent>(stream: &mut S, buf: &mut Vec<u8>) -> 
     let (res, owned) = stream.write_all(owned).await;
     *buf = owned;
     res.map(|_| ())
+}
+
+/// The error a write that made no progress within its deadline returns.
+pub fn send_timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client accepted no byte within send_timeout_ms",
+    )
+}
+
+/// Write all of `buf` to `stream`, each write allowed `per_write` to accept at least one byte;
+/// then give the (unchanged) buffer back through `buf`. On `TimedOut` (see [`send_timed_out`])
+/// `buf` is left empty and the connection must be closed.
+pub async fn write_all_within<S: AsyncWriteRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    per_write: Duration,
+) -> io::Result<()> {
+    use monoio::buf::IoBuf;
+    let mut owned = std::mem::take(buf);
+    let mut pos = 0;
+    while pos < owned.len() {
+        let len = owned.len();
+        let (res, slice) = monoio::time::timeout(per_write, stream.write(owned.slice(pos..len)))
+            .await
+            .map_err(|_| send_timed_out())?;
+        owned = slice.into_inner();
+        match res {
+            Ok(0) => {
+                *buf = owned;
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            Ok(n) => pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                *buf = owned;
+                return Err(e);
+            }
+        }
+    }
+    *buf = owned;
+    Ok(())
 }
 
 /// Two iovecs on the heap, kept by a connection across writes (see [`write_head_and_body`]):
@@ -118,19 +167,23 @@ unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
 
 /// Write `head` then `body` with `writev` (one syscall when the socket takes it all, as it
 /// usually does), then give the head buffer back through `head` (unchanged, for reuse) and the
-/// iovecs through `iovecs` (allocated on the first call when `None`). If the future is dropped
-/// mid-write, both stay with the cancelled op: `head` is left empty and `iovecs` `None`.
-/// Errors: the socket's, or `WriteZero` when it accepts nothing.
+/// iovecs through `iovecs` (allocated on the first call when `None`). Each `writev` must accept
+/// a byte within `per_write`. If the future is dropped mid-write or a write times out, both
+/// stay with the cancelled op: `head` is left empty and `iovecs` `None`.
+/// Errors: the socket's, `WriteZero` when it accepts nothing, `TimedOut` ([`send_timed_out`]).
 pub async fn write_head_and_body<S: AsyncWriteRent>(
     stream: &mut S,
     head: &mut Vec<u8>,
     iovecs: &mut Option<Iovecs>,
     body: bytes::Bytes,
+    per_write: Duration,
 ) -> io::Result<()> {
     let mut buf = HeadAndBody::new(iovecs.take(), std::mem::take(head), body);
     let mut result = Ok(());
     while buf.remaining() > 0 {
-        let (res, back) = stream.writev(buf).await;
+        let (res, back) = monoio::time::timeout(per_write, stream.writev(buf))
+            .await
+            .map_err(|_| send_timed_out())?;
         buf = back;
         match res {
             Ok(0) => {

@@ -3,6 +3,15 @@
 //! `max_body_bytes`, hands each request to a [`Service`] in order (pipelining), and keeps the
 //! connection alive between requests until the client, a limit, the idle timeout or a drain ends it.
 //!
+//! Slow and silent clients (DESIGN section 5): a connection's first request head must arrive
+//! within `request_header_timeout_ms` of the accept (408, also when nothing at all was sent), so
+//! idle sockets cannot hold connection slots for the keep-alive timeout; later heads get the
+//! same budget from their first byte, idle gaps between requests `keepalive_timeout_ms`. Every
+//! write to the client goes through [`Conn`]'s methods, which close a connection that accepts
+//! no byte for `send_timeout_ms`. A request the service rejects without its body (a PUT to the
+//! data plane) is answered at once and the body is drained for a bounded time, never read into
+//! memory (so the client sees 405, not 413).
+//!
 //! Hot path. Per connection it holds one read buffer (4 KiB, growing only for large heads up to
 //! `max_header_bytes`) and one write buffer for heads; per request it allocates only what
 //! `httparse` -> `HeaderMap` needs. Timeouts wrap whole reads: a timed-out read closes the
@@ -17,7 +26,7 @@ use monoio::net::TcpStream;
 use yatagarasu_runtime::ShardContext;
 
 use super::chunked::ChunkedDecoder;
-use super::io::{read_more, write_all};
+use super::io::read_more;
 use super::request::{parse_request_head, HeadError, Limits, RequestHead, Version};
 use super::response::{DateCache, ResponseHead};
 use crate::error::json_body;
@@ -32,8 +41,11 @@ pub struct ServerSettings {
     pub limits: Limits,
     /// How long an idle keep-alive connection waits for the next request.
     pub keepalive_timeout: Duration,
-    /// How long a request head (and a request body) may take to arrive once it started.
+    /// How long a request head (and a request body) may take to arrive once it started; for
+    /// the first request of a connection, counted from the accept.
     pub request_header_timeout: Duration,
+    /// How long one write to the client may accept no byte before the connection is closed.
+    pub send_timeout: Duration,
 }
 
 /// One client connection: the socket, its read buffer (bytes received but not yet consumed,
@@ -52,6 +64,37 @@ pub struct Conn {
     /// Whether the response being written may keep the connection open: false when the client
     /// asked to close, for HTTP/1.0 without keep-alive, and while the shard drains.
     pub keep_alive: bool,
+    /// Per-write deadline towards the client (`server.send_timeout_ms`), from the settings of
+    /// the request being answered.
+    pub send_timeout: Duration,
+}
+
+impl Conn {
+    /// Write the whole of `wbuf` (then keep it, for reuse) within the send timeout per write.
+    /// Errors: the socket's, or `TimedOut` when the client accepted nothing for
+    /// `send_timeout`; either way the caller ends the connection.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        super::io::write_all_within(&mut self.stream, &mut self.wbuf, self.send_timeout).await
+    }
+
+    /// Write the whole of `buf` (given back unchanged) within the send timeout per write.
+    /// Errors as [`Conn::flush`].
+    pub async fn send(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        super::io::write_all_within(&mut self.stream, buf, self.send_timeout).await
+    }
+
+    /// Write `wbuf` (the head) and then `body` in one `writev` where the socket takes it,
+    /// within the send timeout per write (see [`super::io::write_head_and_body`]).
+    pub async fn flush_with_body(&mut self, body: bytes::Bytes) -> io::Result<()> {
+        super::io::write_head_and_body(
+            &mut self.stream,
+            &mut self.wbuf,
+            &mut self.iovecs,
+            body,
+            self.send_timeout,
+        )
+        .await
+    }
 }
 
 /// What a [`Service`] reports after writing a response.
@@ -76,6 +119,13 @@ pub trait Service {
     fn connection_opened(&self) {}
     /// A connection ended, normally or because its task was dropped. Default: nothing.
     fn connection_closed(&self) {}
+    /// Whether `head` is answered without reading its body (e.g. a method the service never
+    /// serves: 405 must not become 413 because of the body's size). The loop then calls
+    /// [`Service::call`] with `keep_alive` false and drains the body for a bounded time before
+    /// closing. Default: false.
+    fn answers_without_body(&self, _head: &RequestHead) -> bool {
+        false
+    }
 }
 
 /// Whether the listener that accepted a connection is draining (SIGTERM): [`serve`] then
@@ -129,6 +179,11 @@ enum HeadFailure {
     Closed,
 }
 
+/// Most request-body bytes read and thrown away after an early answer before closing.
+const LINGER_MAX_BYTES: usize = 1 << 20;
+/// Longest an early answer's connection lingers reading the unwanted body before closing.
+const LINGER_MAX: Duration = Duration::from_secs(2);
+
 /// Serve one accepted client connection until it closes. Errors are answered per DESIGN section 5
 /// (JSON body, `Connection: close`) and end the connection.
 pub async fn serve<S: Service, L: Lifecycle>(
@@ -146,10 +201,15 @@ pub async fn serve<S: Service, L: Lifecycle>(
         wbuf: Vec::with_capacity(1024),
         iovecs: None,
         keep_alive: true,
+        send_timeout: Duration::ZERO,
     };
+    let mut first = true;
     loop {
         let settings = svc.settings();
-        let (head, used) = match read_head(&mut conn, &settings, &ctx).await {
+        conn.send_timeout = settings.send_timeout;
+        let head = read_head(&mut conn, &settings, &ctx, first).await;
+        first = false;
+        let (head, used) = match head {
             Ok(Some(parsed)) => parsed,
             Ok(None) | Err(HeadFailure::Closed) => return,
             Err(HeadFailure::Timeout) => {
@@ -165,6 +225,14 @@ pub async fn serve<S: Service, L: Lifecycle>(
             }
         };
         conn.rbuf.drain(..used);
+        if (head.content_length.is_some_and(|n| n > 0) || head.chunked)
+            && svc.answers_without_body(&head)
+        {
+            conn.keep_alive = false;
+            svc.call(&head, &mut conn).await;
+            linger(&mut conn).await;
+            return;
+        }
         match consume_body(&mut conn, &head, &settings).await {
             Ok(()) => {}
             Err(BodyFailure::TooLarge) => {
@@ -197,15 +265,38 @@ fn head_error_message(e: &HeadError) -> &'static str {
     }
 }
 
+/// After an early answer: half-close, then read and discard what the client still sends (at
+/// most [`LINGER_MAX_BYTES`] within [`LINGER_MAX`]) so closing does not reset the connection
+/// before the client read the answer (RFC 9112 section 9.6).
+async fn linger(conn: &mut Conn) {
+    let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.stream).await;
+    let deadline = Instant::now() + LINGER_MAX;
+    let mut seen = 0;
+    while seen < LINGER_MAX_BYTES {
+        conn.rbuf.clear();
+        let read = read_more(&mut conn.stream, &mut conn.rbuf, READ_CHUNK_BYTES);
+        match monoio::time::timeout_at(deadline.into(), read).await {
+            Ok(Ok(n)) if n > 0 => seen += n,
+            _ => return,
+        }
+    }
+}
+
 /// Read until one request head is buffered. `Ok(None)`: the connection ended cleanly (EOF
-/// between requests, idle timeout, or drain while idle).
+/// between requests, idle timeout, or drain while idle). `first`: the connection was just
+/// accepted, so the head timeout runs from now and covers the wait for the first byte.
 async fn read_head<L: Lifecycle>(
     conn: &mut Conn,
     settings: &ServerSettings,
     ctx: &L,
+    first: bool,
 ) -> Result<Option<(RequestHead, usize)>, HeadFailure> {
     let limits = &settings.limits;
-    if !conn.rbuf.is_empty() {
+    if first {
+        // Nothing buffered yet: fall through to the head loop below, whose deadline (from the
+        // accept) also bounds the wait for the first byte.
+        debug_assert!(conn.rbuf.is_empty());
+    } else if !conn.rbuf.is_empty() {
         if let Some(parsed) = parse_request_head(&conn.rbuf, limits).map_err(HeadFailure::Parse)? {
             return Ok(Some(parsed));
         }
@@ -307,9 +398,7 @@ async fn consume_body(
 async fn continue_if_expected(conn: &mut Conn, head: &RequestHead) -> Result<(), BodyFailure> {
     if head.expect_continue && head.version == Version::Http11 && conn.rbuf.is_empty() {
         let mut msg = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
-        write_all(&mut conn.stream, &mut msg)
-            .await
-            .map_err(|_| BodyFailure::Closed)?;
+        conn.send(&mut msg).await.map_err(|_| BodyFailure::Closed)?;
     }
     Ok(())
 }
@@ -340,7 +429,7 @@ async fn write_plain_error(
         .header("Connection", b"close");
     head.finish();
     conn.wbuf.extend_from_slice(&body);
-    let res = write_all(&mut conn.stream, &mut conn.wbuf).await;
+    let res = conn.flush().await;
     let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.stream).await;
     res
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use http::Method;
 
 use crate::cache::{evaluate, select_range, CachedObject, Precondition, RangeResult};
-use crate::http::io::{write_all, write_head_and_body};
+
 use crate::http::range::content_range_unsatisfied;
 use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
@@ -120,19 +120,17 @@ pub async fn serve(
     let mut sent = 0u64;
     if let (true, Some(b)) = (send_body, &error_body) {
         conn.wbuf.extend_from_slice(b);
-        ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        ok = conn.flush().await.is_ok();
     } else if !send_body || body.is_empty() {
-        ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        ok = conn.flush().await.is_ok();
     } else if body.len() <= INLINE_BODY_BYTES {
         conn.wbuf.extend_from_slice(body);
-        ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        ok = conn.flush().await.is_ok();
         sent = body.len() as u64;
     } else {
         let (first, last) = slice.unwrap_or((0, 0));
         let bytes = obj.body.slice(first as usize..=last as usize);
-        ok = write_head_and_body(&mut conn.stream, &mut conn.wbuf, &mut conn.iovecs, bytes)
-            .await
-            .is_ok();
+        ok = conn.flush_with_body(bytes).await.is_ok();
         sent = body.len() as u64;
     }
     Served {
@@ -140,4 +138,28 @@ pub async fn serve(
         bytes: sent,
         keep_alive: ok && conn.keep_alive,
     }
+}
+
+/// The head of a 200 answered from `obj`'s stored headers with a body of `len` bytes (the
+/// entry's own, or one still being filled, whose `obj` has an empty body), `X-Cache: HIT` and
+/// `Age`, into `conn.wbuf`. The caller writes it and the body.
+pub fn stored_head(
+    head: &RequestHead,
+    conn: &mut Conn,
+    dates: &DateCache,
+    request_id: &str,
+    obj: &CachedObject,
+    len: u64,
+) {
+    let mut h = ResponseHead::new(&mut conn.wbuf, 200);
+    h.header("Date", &dates.now());
+    for (name, value) in &obj.headers {
+        h.header(name.as_str(), value.as_bytes());
+    }
+    h.header_u64("Content-Length", len)
+        .header("X-Cache", b"HIT")
+        .header_u64("Age", obj.age(SystemTime::now()).as_secs())
+        .header("X-Request-Id", request_id.as_bytes())
+        .connection(head.version, conn.keep_alive);
+    h.finish();
 }

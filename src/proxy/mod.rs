@@ -13,6 +13,7 @@
 //! (the upstream connection is closed, not pooled).
 
 pub mod cached;
+pub mod fill;
 pub mod prepared;
 
 use std::cell::RefCell;
@@ -32,7 +33,6 @@ use crate::cache::{storable_ttl, CacheKey, CacheKeyRef, CachedObject, STORED_HEA
 use crate::config::{Addressing as ConfigAddressing, BucketConfig};
 use crate::error::{json_body, ErrorKind, ProxyError};
 use crate::http::forwarded::client_ip;
-use crate::http::io::write_all;
 use crate::http::path::{decode_path, normalize_path, query_pairs, split_target};
 use crate::http::range::{content_range_unsatisfied, parse_range};
 use crate::http::request::{RequestHead, Version};
@@ -44,6 +44,7 @@ use crate::s3::error::parse_error_xml;
 use crate::s3::sigv4::{Credentials, Signer};
 use crate::s3::uri::canonical_query;
 use crate::upstream::{Response, SpliceError, Target, Upstream};
+use fill::Growing;
 use prepared::Prepared;
 
 /// Body bytes moved per read/write step between S3 and the client.
@@ -117,8 +118,9 @@ pub struct Shard {
     dates: DateCache,
     /// This shard's part of the memory cache: `cache.memory.max_cache_size_mb` / shards.
     memory: MemoryShard,
-    /// Misses being fetched right now, so concurrent misses for one key make one S3 request.
-    flights: SingleFlight<CacheKey, Rc<CachedObject>>,
+    /// Misses being fetched right now, so concurrent misses for one key make one S3 request;
+    /// the value is the entry being filled, published as soon as its response head is known.
+    flights: SingleFlight<CacheKey, Rc<Growing>>,
     /// Verified tokens, so a reused token costs no RSA/ECDSA verification.
     tokens: TokenCache,
     ctx: ShardContext,
@@ -394,6 +396,12 @@ impl Service for Shard {
     fn connection_closed(&self) {
         self.metrics.connections.add(-1);
     }
+
+    /// Methods other than GET, HEAD and OPTIONS get 405 whatever their body (DESIGN section 5:
+    /// the method check comes before any body check).
+    fn answers_without_body(&self, head: &RequestHead) -> bool {
+        !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS)
+    }
 }
 
 impl Shard {
@@ -618,12 +626,13 @@ impl Shard {
                         match monoio::time::timeout(prepared.first_byte_timeout, waiter.wait())
                             .await
                         {
-                            Ok(Some(obj)) => {
+                            Ok(Some(growing)) if !growing.failed() => {
                                 return Ok(self
-                                    .answer_cached(head, conn, request_id, &obj, "HIT", info)
+                                    .answer_growing(head, conn, request_id, &growing, info)
                                     .await)
                             }
-                            _ => info.metrics.cache_single_flight_timeouts.inc(),
+                            Ok(_) => info.metrics.cache_single_flight_abandoned.inc(),
+                            Err(_) => info.metrics.cache_single_flight_timeouts.inc(),
                         }
                     }
                 }
@@ -666,6 +675,46 @@ impl Shard {
         // Phase: respond.
         self.respond(head, conn, request_id, resp, info, Miss { fill, x_cache })
             .await
+    }
+
+    /// Answer a follower of a fill: from the complete entry when the fill already ended, else
+    /// 200 with the entry's headers and its body streamed as it arrives (the follower is a plain
+    /// GET). Counted as a hit: the request caused no S3 fetch.
+    async fn answer_growing(
+        &self,
+        head: &RequestHead,
+        conn: &mut Conn,
+        request_id: &str,
+        growing: &Rc<Growing>,
+        info: &mut RequestInfo<'_>,
+    ) -> Summary {
+        if let Some(obj) = growing.complete() {
+            return self
+                .answer_cached(head, conn, request_id, &obj, "HIT", info)
+                .await;
+        }
+        let mut reader = growing.reader();
+        cached::stored_head(
+            head,
+            conn,
+            &self.dates,
+            request_id,
+            growing.meta(),
+            growing.body_len(),
+        );
+        let mut sent = 0;
+        let ok = match conn.flush().await {
+            Ok(()) => reader.deliver(conn, &mut sent).await.is_ok(),
+            Err(_) => false,
+        };
+        info.cache = "HIT";
+        info.metrics.cache_hits.inc();
+        info.metrics.cache_hit_bytes.add(sent);
+        Summary {
+            status: 200,
+            bytes: sent,
+            keep_alive: ok && conn.keep_alive,
+        }
     }
 
     /// Answer from a cached entry and count it.
@@ -730,11 +779,11 @@ impl Shard {
 
         // Fill while streaming: only a complete 200 to a plain GET whose length is declared,
         // within the item limit, and storable per Cache-Control.
-        let mut fill = fill.and_then(|f| {
+        let fill = fill.and_then(|f| {
             let ttl = storable_ttl(status, !is_head, &resp.headers, f.ttl)?;
             let len = body_len?;
-            (status == 200 && !is_head && len <= f.max_item_bytes).then(|| Filling {
-                body: bytes::BytesMut::with_capacity(len as usize),
+            (status == 200 && !is_head && len <= f.max_item_bytes).then_some(Filling {
+                len,
                 ttl,
                 fill: f,
             })
@@ -776,7 +825,7 @@ impl Shard {
         h.finish();
 
         if is_head || status == 304 {
-            if write_all(&mut conn.stream, &mut conn.wbuf).await.is_err() {
+            if conn.flush().await.is_err() {
                 keep_alive = false;
             }
             return Ok(Summary {
@@ -786,15 +835,23 @@ impl Shard {
             });
         }
 
+        if let Some(f) = fill {
+            return Ok(self.fill_and_deliver(conn, resp, f, keep_alive).await);
+        }
+
         // Body: one buffer, read from S3 only after the previous chunk reached the client. A
         // long body that is not being cached moves by splice(2) instead, without the copies.
         let mut sent = 0u64;
         let mut buf = Vec::new();
         let mut framed: Vec<u8> = Vec::new();
-        let mut ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        let mut ok = conn.flush().await.is_ok();
         while ok {
-            if fill.is_none() && !chunked && resp.body.spliceable() {
-                match resp.body.splice_to(&mut conn.stream, &mut sent).await {
+            if !chunked && resp.body.spliceable() {
+                match resp
+                    .body
+                    .splice_to(&mut conn.stream, &mut sent, conn.send_timeout)
+                    .await
+                {
                     Ok(()) => {}
                     Err(SpliceError::Upstream(e)) => {
                         tracing::warn!(request_id = %request_id, error = %e, sent, "S3 body failed mid-stream");
@@ -815,9 +872,6 @@ impl Shard {
                     break;
                 }
             };
-            if let Some(f) = &mut fill {
-                f.body.extend_from_slice(&buf);
-            }
             if chunked {
                 // RFC 9112 section 7.1: hex size, CRLF, data, CRLF, in one reused buffer.
                 framed.clear();
@@ -825,40 +879,71 @@ impl Shard {
                 let _ = std::io::Write::write_fmt(&mut framed, format_args!("{n:x}\r\n"));
                 framed.extend_from_slice(&buf);
                 framed.extend_from_slice(b"\r\n");
-                ok = write_all(&mut conn.stream, &mut framed).await.is_ok();
+                ok = conn.send(&mut framed).await.is_ok();
             } else {
-                ok = write_all(&mut conn.stream, &mut buf).await.is_ok();
+                ok = conn.send(&mut buf).await.is_ok();
             }
             sent += n as u64;
         }
         if ok && chunked {
             let mut last = b"0\r\n\r\n".to_vec();
-            ok = write_all(&mut conn.stream, &mut last).await.is_ok();
+            ok = conn.send(&mut last).await.is_ok();
         }
         if !ok || body_len.is_some_and(|n| n != sent) {
             keep_alive = false;
-        }
-        if let Some(f) = fill {
-            // Inserted only when the body completed and its length matches Content-Length.
-            if ok && body_len == Some(f.body.len() as u64) && resp.body.is_done() {
-                let now = SystemTime::now();
-                let obj = Rc::new(CachedObject::from_response(
-                    f.body.freeze(),
-                    &resp.headers,
-                    now,
-                    f.ttl,
-                ));
-                self.memory.insert(f.fill.key.clone(), obj.clone());
-                if let Some(guard) = f.fill.guard {
-                    guard.complete(Some(obj));
-                }
-            }
         }
         Ok(Summary {
             status,
             bytes: sent,
             keep_alive: keep_alive && ok,
         })
+    }
+
+    /// The body of a cacheable 200 whose head is in `conn.wbuf`: the fill reads S3 at the
+    /// origin's pace into a [`Growing`] entry (published to the key's followers at once and
+    /// inserted into the memory cache the moment it completes), while this client is served
+    /// from it at its own pace. Returns when both ended; the upstream connection is back in the
+    /// pool as soon as the fill ended, however slow this client is.
+    async fn fill_and_deliver(
+        &self,
+        conn: &mut Conn,
+        mut resp: Response<'_>,
+        f: Filling,
+        keep_alive: bool,
+    ) -> Summary {
+        let meta = CachedObject::from_response(
+            bytes::Bytes::new(),
+            &resp.headers,
+            SystemTime::now(),
+            f.ttl,
+        );
+        let growing = Growing::new(f.len, meta);
+        let Fill { key, guard, .. } = f.fill;
+        if let Some(g) = &guard {
+            g.publish(growing.clone());
+        }
+        let mut reader = growing.reader();
+        let mut sent = 0u64;
+        let filling = async {
+            let entry = growing.fill_from(&mut resp.body).await;
+            if let Some(obj) = &entry {
+                self.memory.insert(key, obj.clone());
+            }
+            // Followers already hold the published entry; the flight ends here.
+            drop(guard);
+            entry.is_some()
+        };
+        let delivering = async {
+            conn.flush().await?;
+            reader.deliver(conn, &mut sent).await
+        };
+        let (_, delivered) = monoio::join!(filling, delivering);
+        let ok = delivered.is_ok() && sent == f.len;
+        Summary {
+            status: 200,
+            bytes: sent,
+            keep_alive: keep_alive && ok,
+        }
     }
 
     /// Send one S3 request through the shard's pool, counting it (requests, latency to the
@@ -911,7 +996,7 @@ impl Shard {
         if !is_head {
             conn.wbuf.extend_from_slice(body.as_bytes());
         }
-        let ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        let ok = conn.flush().await.is_ok();
         Summary {
             status,
             bytes: if is_head { 0 } else { body.len() as u64 },
@@ -976,7 +1061,7 @@ impl Shard {
             .header("X-Request-Id", request_id.as_bytes())
             .connection(head.version, conn.keep_alive);
         h.finish();
-        let ok = write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok();
+        let ok = conn.flush().await.is_ok();
         Summary {
             status: 200,
             bytes: 0,
@@ -1008,7 +1093,7 @@ impl Shard {
         if head.method != Method::HEAD {
             conn.wbuf.extend_from_slice(&body);
         }
-        write_all(&mut conn.stream, &mut conn.wbuf).await.is_ok() && conn.keep_alive
+        conn.flush().await.is_ok() && conn.keep_alive
     }
 }
 
@@ -1332,11 +1417,11 @@ struct Fill {
     key: CacheKey,
     ttl: Duration,
     max_item_bytes: u64,
-    guard: Option<LeaderGuard<CacheKey, Rc<CachedObject>>>,
+    guard: Option<LeaderGuard<CacheKey, Rc<Growing>>>,
 }
 
 impl Fill {
-    fn led(plan: CachePlan, guard: LeaderGuard<CacheKey, Rc<CachedObject>>) -> Fill {
+    fn led(plan: CachePlan, guard: LeaderGuard<CacheKey, Rc<Growing>>) -> Fill {
         Fill {
             key: plan.key,
             ttl: plan.ttl,
@@ -1379,10 +1464,10 @@ impl Miss {
     }
 }
 
-/// A fill in progress: the body so far (the stored headers are taken from the response at the
-/// end, by the same filter the cache uses).
+/// A miss whose response turned out storable: its declared body length (within the item
+/// limit), its freshness lifetime and the fill it makes.
 struct Filling {
-    body: bytes::BytesMut,
+    len: u64,
     ttl: Duration,
     fill: Fill,
 }

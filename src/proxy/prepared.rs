@@ -187,6 +187,7 @@ impl Prepared {
             },
             keepalive_timeout: Duration::from_millis(s.keepalive_timeout_ms),
             request_header_timeout: Duration::from_millis(s.request_header_timeout_ms),
+            send_timeout: Duration::from_millis(s.send_timeout_ms),
         };
         Ok(Prepared {
             config,

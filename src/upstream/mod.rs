@@ -514,12 +514,14 @@ impl Body<'_> {
     /// is with [`Body::read`]. `moved` counts the bytes the client received, also on error.
     ///
     /// Errors: [`SpliceError::Upstream`] when S3 fails, stalls longer than `first_byte_timeout`
-    /// or ends early; [`SpliceError::Client`] when the pipe cannot be made or the client socket
-    /// fails. Either way the upstream connection is not reused (dropping the body closes it).
+    /// or ends early; [`SpliceError::Client`] when the pipe cannot be made, the client socket
+    /// fails or accepts nothing for `send_timeout` (`TimedOut`). Either way the upstream
+    /// connection is not reused (dropping the body closes it).
     pub async fn splice_to(
         &mut self,
         dst: &mut TcpStream,
         moved: &mut u64,
+        send_timeout: Duration,
     ) -> Result<(), SpliceError> {
         use monoio::io::splice::{SpliceDestination, SpliceSource};
         let Framing::Length(remaining) = &mut self.framing else {
@@ -551,10 +553,13 @@ impl Body<'_> {
             *remaining -= u64::from(n);
             let mut in_pipe = n;
             while in_pipe > 0 {
-                let w = dst
-                    .splice_from_pipe(&mut pipe_out, in_pipe)
-                    .await
-                    .map_err(SpliceError::Client)?;
+                let w = monoio::time::timeout(
+                    send_timeout,
+                    dst.splice_from_pipe(&mut pipe_out, in_pipe),
+                )
+                .await
+                .map_err(|_| SpliceError::Client(crate::http::io::send_timed_out()))?
+                .map_err(SpliceError::Client)?;
                 if w == 0 {
                     return Err(SpliceError::Client(io::ErrorKind::WriteZero.into()));
                 }
