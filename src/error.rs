@@ -47,6 +47,12 @@ pub enum ErrorKind {
     GatewayTimeout,
     /// 500: a bug.
     Internal,
+    /// 412: the request's If-Match / If-Unmodified-Since, evaluated by the proxy against the
+    /// response it was about to send, is false (RFC 9110 section 13.2.2).
+    PreconditionFailed,
+    /// 416: the Range selects nothing of the representation (`bytes=-0`, or a start past the
+    /// end), evaluated by the proxy (RFC 9110 section 15.5.17).
+    RangeNotSatisfiable,
     /// An S3 error status passed through to the client unchanged (403, 404, 412, 416, ...).
     OriginStatus(u16),
 }
@@ -68,6 +74,8 @@ impl ErrorKind {
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout => 504,
             ErrorKind::Internal => 500,
+            ErrorKind::PreconditionFailed => 412,
+            ErrorKind::RangeNotSatisfiable => 416,
             ErrorKind::OriginStatus(s) => s,
         }
     }

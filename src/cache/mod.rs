@@ -67,6 +67,7 @@ pub mod memory;
 pub mod single_flight;
 
 pub use conditional::{evaluate, select_range, Precondition, RangeResult};
+pub(crate) use entry::http_date;
 pub use entry::{storable_ttl, CacheKey, CacheKeyRef, CachedObject, STORED_HEADERS};
 pub use memory::MemoryShard;
 pub use single_flight::{Flight, LeaderGuard, SingleFlight, Waiter};

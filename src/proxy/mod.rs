@@ -29,12 +29,15 @@ use crate::admin::health::Health;
 use crate::auth::{authenticate, extract_token, AuthError, TokenCache, Verified};
 use crate::cache::memory::MemoryShard;
 use crate::cache::single_flight::{Flight, LeaderGuard, SingleFlight};
-use crate::cache::{storable_ttl, CacheKey, CacheKeyRef, CachedObject, STORED_HEADERS};
+use crate::cache::{
+    evaluate, http_date, storable_ttl, CacheKey, CacheKeyRef, CachedObject, Precondition,
+    STORED_HEADERS,
+};
 use crate::config::{Addressing as ConfigAddressing, BucketConfig};
 use crate::error::{json_body, ErrorKind, ProxyError};
 use crate::http::forwarded::client_ip;
 use crate::http::path::{decode_path, normalize_path, query_pairs, split_target};
-use crate::http::range::{content_range_unsatisfied, parse_range};
+use crate::http::range::{content_range_unsatisfied, parse_range, ByteRange};
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::{request_id_for, Conn, Outcome, ServerSettings, Service};
@@ -63,6 +66,11 @@ const USER_AGENT: &str = concat!("yatagarasu/", env!("CARGO_PKG_VERSION"));
 fn pass_through() -> impl Iterator<Item = &'static str> {
     STORED_HEADERS.into_iter().chain(["content-range"])
 }
+
+/// The pass-through fields a 304 carries (RFC 9110 section 15.4.5), the same set as a 304
+/// answered from cache.
+const NOT_MODIFIED_FIELDS: [&str; 5] =
+    ["etag", "last-modified", "cache-control", "expires", "vary"];
 
 /// Request headers forwarded to S3 (conditionals and Range; If-Range is evaluated here).
 const FORWARDED: [header::HeaderName; 4] = [
@@ -543,6 +551,7 @@ impl Shard {
                         info.metrics.cache_revalidations.inc();
                         let reval = RangePlan {
                             range: None,
+                            empty_suffix: false,
                             injected: Some(("If-None-Match", etag.as_bytes().to_vec())),
                         };
                         let mut req = build_request(
@@ -644,13 +653,53 @@ impl Shard {
         let mut resp = self
             .send_upstream(info.metrics, &target, &mut req, is_head)
             .await?;
-        if resp.status == 412 && plan.injected.is_some() {
+        // A 412 may be S3's misreading (RGW fails If-Match lists that hold the current tag) or
+        // the If-Range precondition we injected: ask again for the Range alone and decide below.
+        let client_preconditions = head.headers.contains_key(header::IF_MATCH)
+            || head.headers.contains_key(header::IF_UNMODIFIED_SINCE);
+        if resp.status == 412 && (plan.injected.is_some() || client_preconditions) {
             drop(resp);
-            let mut req = build(method, Forward::ConditionalsOnly);
+            let mut req = build(method, Forward::RangeOnly);
             resp = self
                 .send_upstream(info.metrics, &target, &mut req, is_head)
                 .await?;
         }
+        // Phase: conditionals, evaluated here against the validators of the response about to
+        // be sent, whatever S3 made of them (some servers ignore weak or list If-None-Match,
+        // If-Match or If-Range; DESIGN section 5).
+        if matches!(resp.status, 200 | 206) {
+            let etag = resp.headers.get(header::ETAG).cloned();
+            let last_modified = resp.headers.get(header::LAST_MODIFIED).and_then(http_date);
+            match evaluate(&head.headers, etag.as_ref(), last_modified) {
+                Precondition::Failed => {
+                    return Err(ProxyError::client(
+                        ErrorKind::PreconditionFailed,
+                        "a precondition failed against the object",
+                    ))
+                }
+                // The body is not read: the upstream connection closes with the response.
+                Precondition::NotModified => resp.status = 304,
+                Precondition::Proceed { apply_range } => {
+                    if resp.status == 206 && !apply_range {
+                        // A 206 whose validators do not match the If-Range: the client gets
+                        // the whole current object, never bytes of two versions.
+                        drop(resp);
+                        let mut req = build(method, Forward::Nothing);
+                        resp = self
+                            .send_upstream(info.metrics, &target, &mut req, is_head)
+                            .await?;
+                    } else if plan.empty_suffix && apply_range && resp.status == 200 {
+                        let len = content_length(&resp.headers).unwrap_or(0);
+                        return Err(ProxyError::client(
+                            ErrorKind::RangeNotSatisfiable,
+                            "the range does not overlap the object",
+                        )
+                        .with_header("Content-Range", content_range_unsatisfied(len)));
+                    }
+                }
+            }
+        }
+
         // Some S3 implementations (Ceph RGW among them) answer 304 without the validators and 416
         // without `Content-Range: bytes */len`, both of which RFC 9110 (sections 15.4.5, 15.5.17)
         // and our contract require. One plain HEAD of the object supplies them; AWS S3 includes
@@ -801,12 +850,17 @@ impl Shard {
         let mut h = ResponseHead::new(&mut conn.wbuf, status);
         h.header("Date", &self.dates.now());
         for name in pass_through() {
+            // A 304 carries the validators and caching fields of the 200 (RFC 9110 section
+            // 15.4.5), not its representation metadata.
+            if status == 304 && !NOT_MODIFIED_FIELDS.contains(&name) {
+                continue;
+            }
             for v in resp.headers.get_all(name) {
                 h.header(canonical_name(name), v.as_bytes());
             }
         }
         for (name, v) in resp.headers.iter() {
-            if name.as_str().starts_with("x-amz-meta-") {
+            if status != 304 && name.as_str().starts_with("x-amz-meta-") {
                 h.header(name.as_str(), v.as_bytes());
             }
         }
@@ -1101,7 +1155,12 @@ impl Shard {
 struct RangePlan {
     /// The client's Range value when it is one syntactically valid range (DESIGN section 5:
     /// invalid or multi-range requests are served 200 in full, so they are not forwarded).
+    /// `bytes=-0` is not forwarded either (S3 servers answer it 206 in full): see `empty_suffix`.
     range: Option<Vec<u8>>,
+    /// The client asked for `bytes=-0`, which selects nothing: the object is fetched without
+    /// Range only to learn its length for `416` with `Content-Range: bytes */len` (RFC 9110
+    /// section 14.1.2: a suffix-length of 0 is unsatisfiable).
+    empty_suffix: bool,
     /// A precondition added so S3 evaluates the client's If-Range for us: a strong ETag becomes
     /// `If-Match`, a date `If-Unmodified-Since`. A 412 caused by it means "validator stale":
     /// the request is repeated without Range and the client gets 200 with the full body.
@@ -1110,10 +1169,15 @@ struct RangePlan {
 
 impl RangePlan {
     fn new(headers: &HeaderMap) -> RangePlan {
-        let mut range = headers
-            .get(header::RANGE)
-            .filter(|v| parse_range(v.as_bytes()).is_some())
-            .map(|v| v.as_bytes().to_vec());
+        let mut ranges = headers.get_all(header::RANGE).iter();
+        let parsed = match (ranges.next(), ranges.next()) {
+            (Some(v), None) => parse_range(v.as_bytes()).map(|r| (v, r)),
+            _ => None,
+        };
+        let empty_suffix = matches!(parsed, Some((_, ByteRange::Suffix(0))));
+        let mut range = parsed
+            .filter(|_| !empty_suffix)
+            .map(|(v, _)| v.as_bytes().to_vec());
         let mut injected = None;
         if let (Some(_), Some(if_range)) = (&range, headers.get(header::IF_RANGE)) {
             let v = if_range.as_bytes();
@@ -1128,17 +1192,21 @@ impl RangePlan {
                 injected = Some(("If-Unmodified-Since", v.to_vec()));
             }
         }
-        RangePlan { range, injected }
+        RangePlan {
+            range,
+            empty_suffix,
+            injected,
+        }
     }
 }
 
 /// Which of the client's headers go upstream.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Forward {
-    /// Conditionals, Range and the If-Range precondition.
+    /// Conditionals, Range and the If-Range precondition (the first attempt).
     All,
-    /// Conditionals only (the If-Range fallback: full body).
-    ConditionalsOnly,
+    /// Range only (after S3's 412: the proxy evaluates the client's preconditions itself).
+    RangeOnly,
     /// None (a metadata HEAD of our own).
     Nothing,
     /// Only the precondition in the plan (revalidating a cached entry).
@@ -1181,17 +1249,19 @@ fn build_request(
     forward: Forward,
 ) -> Vec<u8> {
     let mut req = signed_request_head(signer, method, host, canonical_uri, query);
-    if matches!(forward, Forward::All | Forward::ConditionalsOnly) {
+    if matches!(forward, Forward::All) {
         for name in &FORWARDED {
             for v in head.headers.get_all(name) {
                 push_header(&mut req, name.as_str(), v.as_bytes());
             }
         }
     }
-    if matches!(forward, Forward::All | Forward::InjectedOnly) {
-        if let Some(range) = plan.range.as_ref().filter(|_| forward == Forward::All) {
+    if matches!(forward, Forward::All | Forward::RangeOnly) {
+        if let Some(range) = &plan.range {
             push_header(&mut req, "Range", range);
         }
+    }
+    if matches!(forward, Forward::All | Forward::InjectedOnly) {
         if let Some((name, v)) = &plan.injected {
             push_header(&mut req, name, v);
         }
