@@ -31,8 +31,13 @@ pub fn init(cfg: &LoggingConfig) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stdout());
+    // Colour only on a terminal: escape codes in a file or a journal are noise (and `NO_COLOR`
+    // turns them off there too, https://no-color.org).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
+        .with_ansi(ansi)
         .with_thread_names(true);
     let fmt = match cfg.format {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),

@@ -337,6 +337,36 @@ fn purge_and_stats_reach_every_shard() {
     assert_eq!(empty["totals"]["bytes"], 0);
 }
 
+#[test]
+fn purge_normalises_the_key_as_the_data_plane_does() {
+    let proxy = Proxy::start(&config("  shards: 1\n", ""));
+    let mut c = proxy.client();
+    for path in ["/public//dir//nested/deep.txt", "/public/%61%2B%62.txt"] {
+        assert_eq!(c.request("GET", path, &[]).header("x-cache"), Some("MISS"));
+        assert_eq!(c.request("GET", path, &[]).header("x-cache"), Some("HIT"));
+    }
+    // The same spellings (repeated slashes, escapes of unreserved characters) on the admin side.
+    for (purge, path) in [
+        (
+            "/admin/cache/purge/public//dir//nested//deep.txt",
+            "/public/dir/nested/deep.txt",
+        ),
+        ("/admin/cache/purge/public/%61+b.txt", "/public/a+b.txt"),
+    ] {
+        let p = proxy.admin("POST", purge, &[]);
+        assert_eq!(p.status, 200, "{purge}");
+        assert_eq!(p.json()["purged"], 1, "{purge}: {}", p.json());
+        assert_eq!(
+            c.request("GET", path, &[]).header("x-cache"),
+            Some("MISS"),
+            "{path} was purged"
+        );
+    }
+    proxy
+        .admin("POST", "/admin/cache/purge/public/a/../b", &[])
+        .assert_json_error(400);
+}
+
 fn reload_api(proxy: &Proxy, yaml: &str) -> Response {
     proxy.write_config(yaml);
     proxy.admin("POST", "/admin/reload", &[])

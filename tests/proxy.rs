@@ -568,15 +568,43 @@ fn dead_and_silent_endpoints_give_502_and_504() {
 }
 
 #[test]
-fn version_id_is_forwarded_and_other_query_parameters_are_not() {
-    let proxy = standard();
-    let r = proxy.get("/public/hello.txt?foo=bar&token=secret", &[]);
+fn version_id_is_forwarded_only_where_allowed_and_other_query_parameters_never() {
+    let b = backend();
+    let versioned = bucket_yaml(
+        "versioned",
+        "/versioned",
+        "yata-public",
+        &b.endpoint,
+        &b.ak1,
+        &b.sk1,
+        "      allow_version_id: true\n",
+    );
+    let proxy = Proxy::start(&config("", &versioned));
+    let r = proxy.get(
+        "/public/hello.txt?foo=bar&token=secret&acl&list-type=2",
+        &[],
+    );
     assert_eq!(r.status, 200);
+    assert_eq!(
+        sha256_hex(&r.body),
+        b.object("yata-public", "hello.txt").sha256
+    );
+    // Not allowed (the default): 400 from the proxy, before anything reaches S3.
     let r = proxy.get("/public/hello.txt?versionId=does-not-exist", &[]);
+    r.assert_json_error(400);
     assert!(
-        (400..500).contains(&r.status),
-        "S3 saw the versionId: {}",
-        r.status
+        String::from_utf8_lossy(&r.body).contains("allow_version_id"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // Allowed: S3 sees it (RGW rejects a version that does not exist).
+    let r = proxy.get("/versioned/hello.txt?versionId=does-not-exist", &[]);
+    assert!(
+        (400..500).contains(&r.status)
+            && !String::from_utf8_lossy(&r.body).contains("allow_version_id"),
+        "S3 saw the versionId: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
     );
 }
 
@@ -768,4 +796,69 @@ fn spliced_bodies_are_exact_and_keep_the_connections() {
     let r = c.request("GET", "/public/hello.txt", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b.bytes(b.object("yata-public", "hello.txt")));
+}
+
+#[test]
+fn a_missing_key_logs_only_its_access_line_and_text_logs_carry_no_colour() {
+    let proxy = standard();
+    let r = proxy.get("/public/no-such-key-for-logs.txt", &[]);
+    assert_eq!(r.status, 404);
+    let id = r.header("x-request-id").unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300)); // the log writer is asynchronous
+    let lines: Vec<String> = proxy
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(&id))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1, "only the access line: {lines:#?}");
+    assert!(lines[0].contains("yatagarasu::access") && lines[0].contains("\"status\":404"));
+    assert!(
+        !proxy.log_text().contains("\"level\":\"WARN\""),
+        "{}",
+        proxy.log_text()
+    );
+
+    // Text format into a pipe (a file, a journal): no ANSI escapes. (The harness reads the
+    // JSON startup line, so this one runs the binary itself.)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        config("", "").replace("format: json", "format: text"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            log.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&log).contains("yatagarasu listening") {
+                let _ = tx.send(String::from_utf8_lossy(&log).into_owned());
+                return;
+            }
+        }
+        let _ = tx.send(String::from_utf8_lossy(&log).into_owned());
+    });
+    let log = rx.recv_timeout(Duration::from_secs(15));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.expect("the text-format proxy printed its startup lines");
+    assert!(log.contains("yatagarasu listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log: {log:?}"
+    );
 }

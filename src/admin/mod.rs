@@ -38,7 +38,7 @@ use yatagarasu_runtime::{Control, Snapshot};
 use crate::app::Reloader;
 use crate::config::Config;
 use crate::error::json_body;
-use crate::http::path::{decode_path, split_target};
+use crate::http::path::{decode_path, normalize_path, split_target};
 use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::{
@@ -334,13 +334,17 @@ impl AdminService {
         }
     }
 
-    /// `""` -> all, `/{bucket}` -> one bucket, `/{bucket}/{key...}` -> one object (the key
-    /// percent-decoded like a data-plane path).
+    /// `""` -> all, `/{bucket}` -> one bucket, `/{bucket}/{key...}` -> one object. The path is
+    /// normalised and the key percent-decoded by the same functions as a data-plane path
+    /// (`normalize_path`, then `decode_path`), so `/public//dir//file.txt` purges the entry that
+    /// `GET /public//dir//file.txt` filled.
     fn purge_scope(&self, scope: &str, request_id: &str) -> Result<PurgeScope, Reply> {
-        let rest = match scope {
-            "" | "/" => return Ok(PurgeScope::All),
-            s => &s[1..],
-        };
+        if matches!(scope, "" | "/") {
+            return Ok(PurgeScope::All);
+        }
+        let normalized = normalize_path(scope)
+            .map_err(|e| Reply::error(400, &format!("invalid purge path: {e}"), request_id))?;
+        let rest = &normalized[1..];
         let (bucket, key) = match rest.split_once('/') {
             Some((b, k)) => (b, Some(k)),
             None => (rest, None),

@@ -656,6 +656,10 @@ pub struct S3Config {
     pub first_byte_timeout_ms: u64,
     /// PEM CA bundle trusted for this endpoint instead of the system roots (https only).
     pub tls_ca_file: Option<PathBuf>,
+    /// Whether a client's `?versionId=` is forwarded (reads of non-current versions, signed
+    /// with the bucket's credentials) and made part of the cache key. Default false: a
+    /// `versionId` then gets 400, never another version's bytes. Reloadable.
+    pub allow_version_id: bool,
 }
 
 /// A parsed S3 endpoint: `scheme://host[:port]`, nothing else.

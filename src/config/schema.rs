@@ -785,6 +785,7 @@ impl Decode for S3Config {
         let first_byte_timeout_ms = f.pos(d, "first_byte_timeout_ms", 10_000u64);
         let ca_path = f.key_path("tls_ca_file");
         let tls_ca_file = f.opt::<PathBuf>(d, "tls_ca_file");
+        let allow_version_id = f.or(d, "allow_version_id", false);
         f.finish(d);
 
         let (bucket, region, endpoint, addressing) = (bucket?, region?, endpoint?, addressing?);
@@ -826,6 +827,7 @@ impl Decode for S3Config {
             connect_timeout_ms: connect_timeout_ms?,
             first_byte_timeout_ms: first_byte_timeout_ms?,
             tls_ca_file,
+            allow_version_id: allow_version_id?,
         };
         ok.then_some(s3)
     }

@@ -348,7 +348,9 @@ impl Service for Shard {
         {
             Ok(s) => s,
             Err(e) => {
-                if e.side != crate::error::Side::Client {
+                // S3's 4xx answers (a missing key, a failed precondition) are the client's
+                // business and are in the access line; only failures of ours or of S3 warn.
+                if e.status() >= 500 {
                     tracing::warn!(request_id = %request_id, status = e.status(), error = %e.message, "request failed");
                 }
                 let keep_alive = self.write_error(head, conn, &e, &request_id).await;
@@ -490,6 +492,12 @@ impl Shard {
                 .find(|(k, _)| k == "versionId")
                 .map(|(_, v)| v.into_owned())
         });
+        if version_id.is_some() && !local.prepared.config.buckets[index].s3.allow_version_id {
+            return Err(ProxyError::client(
+                ErrorKind::BadRequest,
+                "versionId is not allowed on this bucket (s3.allow_version_id is false)",
+            ));
+        }
 
         // Phase: cache lookup. A fresh hit is answered from memory, conditionals and Range
         // included, before anything of the upstream request is built (no S3 host, URI or
@@ -1079,7 +1087,12 @@ impl Shard {
             Some(i) => format!("S3 error {}", i.code),
             None => format!("S3 answered {status}"),
         };
-        tracing::info!(request_id, status, s3_code = code, "S3 returned an error");
+        if status >= 500 {
+            tracing::info!(request_id, status, s3_code = code, "S3 returned an error");
+        } else {
+            // A missing key or a refused precondition: the access line says it all.
+            tracing::debug!(request_id, status, s3_code = code, "S3 returned an error");
+        }
         if code.is_empty() {
             metrics.record_upstream_error(&format!("http_{status}"));
         } else {
