@@ -1,5 +1,7 @@
 //! Answering a request from a cached object: conditionals evaluated at the proxy (RFC 9110
-//! section 13.2.2), Range sliced from memory (206/416), HEAD without body, `X-Cache` and `Age`.
+//! section 13.2.2), Range sliced from memory (206/416), HEAD without body, `X-Cache` and `Age`
+//! (only for responses with their own max-age, see [`super::headers`]), and the bucket's policy
+//! fields (casing, `Cache-Control: private`, CORS) exactly as a miss writes them.
 //!
 //! Hot path of a cache hit. Costs: one response head built in the connection's reusable buffer,
 //! no copy of the body: small bodies (up to [`INLINE_BODY_BYTES`]) are appended to the head so a
@@ -17,6 +19,8 @@ use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::Conn;
 
+use super::headers::EdgePolicy;
+
 /// Bodies up to this size are copied behind the head and written with it in one syscall.
 pub const INLINE_BODY_BYTES: usize = 16 * 1024;
 
@@ -31,7 +35,8 @@ pub struct Served {
 }
 
 /// Answer `head` from `obj`. `x_cache` is `HIT` (or `STALE` when S3 could not be reached to
-/// revalidate).
+/// revalidate). `policy` is the bucket's: field casing, `Cache-Control: private`, CORS
+/// ([`EdgePolicy`]). `Age` follows the Age rule of [`super::headers`].
 pub async fn serve(
     head: &RequestHead,
     conn: &mut Conn,
@@ -39,6 +44,7 @@ pub async fn serve(
     request_id: &str,
     obj: &CachedObject,
     x_cache: &'static str,
+    policy: &EdgePolicy<'_>,
 ) -> Served {
     let now = SystemTime::now();
     let len = obj.body.len() as u64;
@@ -63,13 +69,13 @@ pub async fn serve(
                     name.as_str(),
                     "etag" | "last-modified" | "cache-control" | "expires" | "vary"
                 ) {
-                    h.header(name.as_str(), value.as_bytes());
+                    policy.field(&mut h, name.as_str(), value.as_bytes());
                 }
             }
         }
         200 | 206 => {
             for (name, value) in &obj.headers {
-                h.header(name.as_str(), value.as_bytes());
+                policy.field(&mut h, name.as_str(), value.as_bytes());
             }
         }
         _ => {}
@@ -99,6 +105,14 @@ pub async fn serve(
     if status == 416 {
         h.header("Content-Range", content_range_unsatisfied(len).as_bytes());
     }
+    let cache_control = obj
+        .headers
+        .iter()
+        .filter(|(name, _)| *name == http::header::CACHE_CONTROL && status != 412 && status != 416)
+        .map(|(_, v)| v.as_bytes());
+    policy.object_fields(&mut h, &head.headers, cache_control);
+    // Same field order as a streamed miss: policy fields, X-Cache, Content-Length.
+    h.header("X-Cache", x_cache.as_bytes());
     match (&error_body, status) {
         (Some(b), _) => {
             h.header("Content-Type", b"application/json")
@@ -109,9 +123,11 @@ pub async fn serve(
             h.header_u64("Content-Length", body.len() as u64);
         }
     }
-    h.header("X-Cache", x_cache.as_bytes())
-        .header_u64("Age", obj.age(now).as_secs())
-        .header("X-Request-Id", request_id.as_bytes())
+    // The Age rule (proxy::headers): only with the response's own max-age / s-maxage.
+    if obj.has_explicit_freshness() {
+        h.header_u64("Age", obj.age(now).as_secs());
+    }
+    h.header("X-Request-Id", request_id.as_bytes())
         .connection(head.version, conn.keep_alive);
     h.finish();
 
