@@ -21,6 +21,7 @@ use yatagarasu::cache::CachedObject;
 use yatagarasu::http::range::parse_range;
 use yatagarasu::http::request::{parse_request_head, Limits, Version};
 use yatagarasu::http::response::{DateCache, ResponseHead};
+use yatagarasu::proxy::headers::EdgePolicy;
 
 #[path = "support/alloc.rs"]
 mod alloc;
@@ -99,24 +100,28 @@ fn cached_object() -> CachedObject {
 const REQUEST_ID: &str = "3f2b8c1e-9d4a-4e6f-8b7c-2a1d0e9f8c7b";
 
 /// The head of a cache hit, written as `proxy::cached::serve` writes it for HTTP/1.1
-/// keep-alive: `Date`, the stored fields, `Content-Range` (206 only), `Content-Length`,
-/// `X-Cache`, `Age`, `X-Request-Id`. `range` is `(first, last)` for a 206.
+/// keep-alive on a bucket without auth or CORS: `Date`, the stored fields in canonical casing,
+/// `Content-Range` (206 only), `X-Cache`, `Content-Length`, `Age` (only with the response's own
+/// max-age), `X-Request-Id`. `range` is `(first, last)` for a 206.
 fn encode_hit(buf: &mut Vec<u8>, dates: &DateCache, obj: &CachedObject, range: Option<(u64, u64)>) {
     let now = SystemTime::now();
     let len = obj.body.len() as u64;
+    let policy = EdgePolicy::default();
     let mut h = ResponseHead::new(buf, if range.is_some() { 206 } else { 200 });
     h.header("Date", &dates.now());
     for (name, value) in &obj.headers {
-        h.header(name.as_str(), value.as_bytes());
+        policy.field(&mut h, name.as_str(), value.as_bytes());
     }
     let (first, last) = range.unwrap_or((0, len - 1));
     if range.is_some() {
         h.content_range(first, last, len);
     }
-    h.header_u64("Content-Length", last - first + 1)
-        .header("X-Cache", b"HIT")
-        .header_u64("Age", obj.age(now).as_secs())
-        .header("X-Request-Id", REQUEST_ID.as_bytes())
+    h.header("X-Cache", b"HIT")
+        .header_u64("Content-Length", last - first + 1);
+    if obj.has_explicit_freshness() {
+        h.header_u64("Age", obj.age(now).as_secs());
+    }
+    h.header("X-Request-Id", REQUEST_ID.as_bytes())
         .connection(Version::Http11, true);
     h.finish();
 }

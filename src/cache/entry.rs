@@ -267,6 +267,21 @@ impl CachedObject {
         now.duration_since(self.stored_at).unwrap_or(Duration::ZERO)
     }
 
+    /// Whether the stored response gave its own relative freshness lifetime: a `Cache-Control`
+    /// `max-age` or `s-maxage` directive, valid or not (RFC 9111 sections 5.2.2.1, 5.2.2.10).
+    /// A hit sends `Age` only then (the Age rule in `proxy::headers`): without it, a shared cache
+    /// in front would subtract our Age from its own default lifetime and never store the object.
+    /// One pass over the stored headers, no allocation.
+    pub fn has_explicit_freshness(&self) -> bool {
+        self.headers.iter().any(|(name, value)| {
+            *name == header::CACHE_CONTROL && {
+                let mut d = Directives::default();
+                d.parse(value.as_bytes());
+                d.max_age.is_some() || d.s_maxage.is_some()
+            }
+        })
+    }
+
     /// Whether the entry may be served without revalidation at `now` (RFC 9111 section 4.2).
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         now < self.expires_at
@@ -593,6 +608,27 @@ mod tests {
 
     fn secs(n: u64) -> Option<Duration> {
         Some(Duration::from_secs(n))
+    }
+
+    #[test]
+    fn explicit_freshness_is_max_age_or_s_maxage_only() {
+        let explicit = |pairs: &[(&'static str, &'static str)]| {
+            CachedObject::from_response(Bytes::new(), &map(pairs), SystemTime::now(), HOUR)
+                .has_explicit_freshness()
+        };
+        assert!(explicit(&[("cache-control", "max-age=60")]));
+        assert!(explicit(&[("cache-control", "public, S-MAXAGE=5")]));
+        assert!(explicit(&[
+            ("cache-control", "no-cache"),
+            ("cache-control", "max-age=x")
+        ]));
+        assert!(!explicit(&[]));
+        assert!(!explicit(&[(
+            "cache-control",
+            "no-cache, private=\"max-age=1\""
+        )]));
+        assert!(!explicit(&[("expires", "Wed, 21 Oct 2099 07:28:00 GMT")]));
+        assert!(!explicit(&[("content-type", "text/plain")]));
     }
 
     #[test]

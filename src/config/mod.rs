@@ -631,6 +631,8 @@ pub struct BucketConfig {
     pub auth: BucketAuthConfig,
     /// Cache overrides for this bucket.
     pub cache: BucketCacheConfig,
+    /// CORS for pages on other origins; `None` (key absent) = no CORS headers are ever sent.
+    pub cors: Option<CorsConfig>,
 }
 
 /// `buckets[].s3`.
@@ -759,6 +761,62 @@ pub struct BucketCacheConfig {
     pub ttl_seconds: Option<u64>,
     /// Overrides `cache.memory.max_item_size_mb`, MiB.
     pub max_item_size_mb: Option<u64>,
+}
+
+/// `buckets[].cors`: which pages on other origins may read this bucket's objects (Fetch
+/// standard, section 3.2 "CORS protocol"). Reloadable with the bucket; nothing of it is cached
+/// with an object (the headers are written per response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Origins allowed (required): exact serialized origins (`scheme://host[:port]`, stored
+    /// lower case, no path), or [`CorsOrigins::Any`] for `["*"]`.
+    pub allowed_origins: CorsOrigins,
+    /// Methods a preflight may ask for (`Access-Control-Request-Method`). GET and HEAD only
+    /// (the proxy serves nothing else). Default `[GET, HEAD]`; never empty.
+    pub allowed_methods: Vec<CorsMethod>,
+    /// Request header names a preflight may ask for (`Access-Control-Request-Headers`), RFC
+    /// 9110 field names as written. Default `[Range, If-Match, If-None-Match,
+    /// If-Modified-Since, If-Unmodified-Since, If-Range]` (the request fields the proxy acts
+    /// on). Add `Authorization` / `X-Auth-Token` for token-protected buckets.
+    pub allowed_headers: Vec<String>,
+    /// Response header names scripts may read (`Access-Control-Expose-Headers`). Default
+    /// `[ETag, Content-Range, Content-Length, Accept-Ranges, Last-Modified]`.
+    pub expose_headers: Vec<String>,
+    /// How long a browser may reuse a preflight answer (`Access-Control-Max-Age`), seconds,
+    /// 0..=86400. Default 600.
+    pub max_age_seconds: u64,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies / HTTP auth / client certs may be
+    /// sent). Default false; true with `allowed_origins: ["*"]` is a config error (the Fetch
+    /// standard forbids `*` with credentials).
+    pub allow_credentials: bool,
+}
+
+/// `cors.allowed_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `["*"]`: any origin.
+    Any,
+    /// Exact origins, lower case, e.g. `https://app.example.com`, `http://127.0.0.1:8081`.
+    List(Vec<String>),
+}
+
+/// A method a CORS preflight may be allowed to request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorsMethod {
+    /// `GET`.
+    Get,
+    /// `HEAD`.
+    Head,
+}
+
+impl CorsMethod {
+    /// The method token as sent on the wire (`GET`, `HEAD`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorsMethod::Get => "GET",
+            CorsMethod::Head => "HEAD",
+        }
+    }
 }
 
 impl Default for ServerConfig {

@@ -688,6 +688,7 @@ impl Decode for BucketConfig {
         let s3 = f.req::<S3Config>(d, "s3");
         let auth = f.or_section::<BucketAuthConfig>(d, "auth");
         let cache = f.or_section::<BucketCacheConfig>(d, "cache");
+        let cors = f.opt::<CorsConfig>(d, "cors");
         f.finish(d);
         Some(BucketConfig {
             name: name?,
@@ -695,6 +696,7 @@ impl Decode for BucketConfig {
             s3: s3?,
             auth: auth?,
             cache: cache?,
+            cors: cors?,
         })
     }
 }
@@ -872,6 +874,185 @@ impl Decode for BucketCacheConfig {
             max_item_size_mb: max_item_size_mb?,
         })
     }
+}
+
+impl Decode for CorsMethod {
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        keyword(
+            v,
+            path,
+            d,
+            &[("GET", CorsMethod::Get), ("HEAD", CorsMethod::Head)],
+        )
+    }
+}
+
+/// Largest `cors.max_age_seconds`: one day (Firefox's cap; Chromium caps at 7200).
+const CORS_MAX_AGE_LIMIT: u64 = 86_400;
+
+impl Decode for CorsConfig {
+    /// The `cors` block of DESIGN section 6.1; every problem is reported with its key.
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let mut f = Fields::open(v, path, d)?;
+        let origins_path = f.key_path("allowed_origins");
+        let allowed_origins = f
+            .req::<Vec<String>>(d, "allowed_origins")
+            .and_then(|list| cors_origins(list, &origins_path, d));
+        let methods_path = f.key_path("allowed_methods");
+        let allowed_methods = f
+            .or(
+                d,
+                "allowed_methods",
+                vec![CorsMethod::Get, CorsMethod::Head],
+            )
+            .and_then(|m| {
+                if m.is_empty() {
+                    d.error(&methods_path, "must list at least one method (GET, HEAD)");
+                    None
+                } else {
+                    Some(m)
+                }
+            });
+        let default_allowed = [
+            "Range",
+            "If-Match",
+            "If-None-Match",
+            "If-Modified-Since",
+            "If-Unmodified-Since",
+            "If-Range",
+        ];
+        let allowed_headers = field_names(
+            &mut f,
+            d,
+            "allowed_headers",
+            default_allowed.map(String::from).to_vec(),
+        );
+        let default_exposed = [
+            "ETag",
+            "Content-Range",
+            "Content-Length",
+            "Accept-Ranges",
+            "Last-Modified",
+        ];
+        let expose_headers = field_names(
+            &mut f,
+            d,
+            "expose_headers",
+            default_exposed.map(String::from).to_vec(),
+        );
+        let age_path = f.key_path("max_age_seconds");
+        let max_age_seconds = f.or(d, "max_age_seconds", 600u64).and_then(|s| {
+            if s <= CORS_MAX_AGE_LIMIT {
+                Some(s)
+            } else {
+                d.error(
+                    &age_path,
+                    format!("must be at most {CORS_MAX_AGE_LIMIT} (browsers cap it), got {s}"),
+                );
+                None
+            }
+        });
+        let credentials_path = f.key_path("allow_credentials");
+        let allow_credentials = f.or(d, "allow_credentials", false);
+        f.finish(d);
+        if allow_credentials == Some(true) && allowed_origins == Some(CorsOrigins::Any) {
+            d.error(
+                &credentials_path,
+                "true is not allowed with allowed_origins [\"*\"] (the Fetch standard forbids                  credentials with a wildcard origin); list the origins instead",
+            );
+            return None;
+        }
+        Some(CorsConfig {
+            allowed_origins: allowed_origins?,
+            allowed_methods: allowed_methods?,
+            allowed_headers: allowed_headers?,
+            expose_headers: expose_headers?,
+            max_age_seconds: max_age_seconds?,
+            allow_credentials: allow_credentials?,
+        })
+    }
+}
+
+/// A list of HTTP field names at `key` (default `default`); each bad name is reported.
+fn field_names(
+    f: &mut Fields<'_>,
+    d: &mut Decoder,
+    key: &'static str,
+    default: Vec<String>,
+) -> Option<Vec<String>> {
+    let path = f.key_path(key);
+    let names = f.or(d, key, default)?;
+    let mut ok = true;
+    for (i, name) in names.iter().enumerate() {
+        if !is_field_name(name) {
+            d.error(
+                &index(&path, i),
+                format!("{name:?} is not an HTTP field name (RFC 9110 section 5.1)"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(names)
+}
+
+/// `["*"]`, or a non-empty list of serialized origins (RFC 6454 section 6.2:
+/// `scheme://host[:port]`, no path), lower-cased so they compare equal to what browsers send.
+fn cors_origins(list: Vec<String>, path: &str, d: &mut Decoder) -> Option<CorsOrigins> {
+    if list.is_empty() {
+        d.error(path, "must list at least one origin, or [\"*\"] for any");
+        return None;
+    }
+    if list.iter().any(|o| o == "*") {
+        if list.len() == 1 {
+            return Some(CorsOrigins::Any);
+        }
+        d.error(path, "\"*\" must be the only entry when present");
+        return None;
+    }
+    let mut ok = true;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, origin) in list.into_iter().enumerate() {
+        match check_origin(&origin) {
+            Ok(()) => out.push(origin.to_ascii_lowercase()),
+            Err(e) => {
+                d.error(&index(path, i), format!("{origin:?}: {e}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(CorsOrigins::List(out))
+}
+
+/// Whether `o` is a serialized origin: `scheme://host[:port]`, nothing after it.
+fn check_origin(o: &str) -> Result<(), &'static str> {
+    let (scheme, rest) = o
+        .split_once("://")
+        .ok_or("expected an origin such as https://app.example.com")?;
+    let scheme_ok = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Err("expected an origin such as https://app.example.com (bad scheme)");
+    }
+    if rest.is_empty() {
+        return Err("has no host");
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err("an origin has no path, query or trailing '/': write scheme://host[:port]");
+    }
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters");
+    }
+    if let Some((_, port)) = rest.rsplit_once(':').filter(|_| !rest.ends_with(']')) {
+        if port.is_empty() || port.parse::<u16>().is_err() {
+            return Err("has a bad port");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -109,6 +109,7 @@ fn defaults_apply_when_sections_are_omitted() {
             max_item_size_mb: None
         }
     );
+    assert_eq!(b.cors, None, "no cors block = no CORS");
     // The Default impls are the same defaults.
     assert_eq!(ServerConfig::default(), c.server);
     assert_eq!(AdminConfig::default(), c.admin);
@@ -590,6 +591,126 @@ fn fail_closed_auth_and_jwt_rules() {
     assert_eq!(jwt.claims[0].operator, ClaimOperator::Contains);
 }
 
+/// [`BUCKET`] with `cors` (a flow mapping) added to the bucket.
+fn with_cors(cors: &str) -> String {
+    format!("{BUCKET}    cors: {cors}\n")
+}
+
+#[test]
+fn cors_defaults_and_origin_forms() {
+    let c = parse(&with_cors(
+        "{allowed_origins: ['https://App.Example.com', 'http://127.0.0.1:8081']}",
+    ))
+    .unwrap();
+    let cors = c.buckets[0].cors.as_ref().unwrap();
+    assert_eq!(
+        *cors,
+        CorsConfig {
+            allowed_origins: CorsOrigins::List(vec![
+                "https://app.example.com".into(),
+                "http://127.0.0.1:8081".into()
+            ]),
+            allowed_methods: vec![CorsMethod::Get, CorsMethod::Head],
+            allowed_headers: [
+                "Range",
+                "If-Match",
+                "If-None-Match",
+                "If-Modified-Since",
+                "If-Unmodified-Since",
+                "If-Range"
+            ]
+            .map(String::from)
+            .to_vec(),
+            expose_headers: [
+                "ETag",
+                "Content-Range",
+                "Content-Length",
+                "Accept-Ranges",
+                "Last-Modified"
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_age_seconds: 600,
+            allow_credentials: false,
+        }
+    );
+    let c = parse(&with_cors(
+        "{allowed_origins: ['*'], allowed_methods: [get], allowed_headers: [], \
+         expose_headers: [X-Cache], max_age_seconds: '0', allow_credentials: false}",
+    ))
+    .unwrap();
+    let cors = c.buckets[0].cors.as_ref().unwrap();
+    assert_eq!(cors.allowed_origins, CorsOrigins::Any);
+    assert_eq!(cors.allowed_methods, [CorsMethod::Get]);
+    assert!(cors.allowed_headers.is_empty());
+    assert_eq!(cors.expose_headers, ["X-Cache"]);
+    assert_eq!(cors.max_age_seconds, 0);
+    let c = parse(&with_cors(
+        "{allowed_origins: ['https://a.test'], allow_credentials: true}",
+    ))
+    .unwrap();
+    assert!(c.buckets[0].cors.as_ref().unwrap().allow_credentials);
+    // `cors: null` is the same as no block.
+    assert_eq!(parse(&with_cors("null")).unwrap().buckets[0].cors, None);
+}
+
+#[test]
+fn cors_errors_are_all_reported_with_their_keys() {
+    let errs = errors(&with_cors(
+        "{allowed_origins: ['*'], allow_credentials: true, allowed_methods: [GET, PUT], \
+         allowed_headers: [Range, 'Bad Header'], expose_headers: ['a:b'], \
+         max_age_seconds: 86401, allow_origin: x}",
+    ));
+    let expected = [
+        "buckets[0].cors.allowed_methods[1]: expected one of GET, HEAD, got \"PUT\"",
+        "buckets[0].cors.allowed_headers[1]: \"Bad Header\" is not an HTTP field name",
+        "buckets[0].cors.expose_headers[0]: \"a:b\" is not an HTTP field name",
+        "buckets[0].cors.max_age_seconds: must be at most 86400",
+        "buckets[0].cors.allow_origin: unknown key (expected one of: allowed_origins,",
+        "buckets[0].cors.allow_credentials: true is not allowed with allowed_origins [\"*\"]",
+    ];
+    for want in expected {
+        assert!(has(&errs, want), "missing {want:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+
+    let errs = errors(&with_cors(
+        "{allowed_origins: ['https://a.test/', 'a.test', 'https://a.test:x', 'https://b.test', '*'], \
+         allowed_methods: []}",
+    ));
+    assert_eq!(
+        errs,
+        [
+            "buckets[0].cors.allowed_origins: \"*\" must be the only entry when present",
+            "buckets[0].cors.allowed_methods: must list at least one method (GET, HEAD)",
+        ]
+    );
+    let errs = errors(&with_cors(
+        "{allowed_origins: ['https://a.test/', 'a.test', 'https://a.test:x', 'https://b.test']}",
+    ));
+    let expected = [
+        "buckets[0].cors.allowed_origins[0]: \"https://a.test/\": an origin has no path",
+        "buckets[0].cors.allowed_origins[1]: \"a.test\": expected an origin such as",
+        "buckets[0].cors.allowed_origins[2]: \"https://a.test:x\": has a bad port",
+    ];
+    for want in expected {
+        assert!(has(&errs, want), "missing {want:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    assert_eq!(
+        errors(&with_cors("{}")),
+        ["buckets[0].cors.allowed_origins: required"]
+    );
+    assert_eq!(
+        errors(&with_cors("{allowed_origins: []}")),
+        ["buckets[0].cors.allowed_origins: must list at least one origin, or [\"*\"] for any"]
+    );
+    assert_eq!(
+        errors(&with_cors("[x]")),
+        ["buckets[0].cors: expected a mapping, got a list"]
+    );
+}
+
 #[test]
 fn restart_only_changes_lists_changed_keys() {
     let a = parse(BUCKET).unwrap();
@@ -598,6 +719,11 @@ fn restart_only_changes_lists_changed_keys() {
     b.logging.level = LogLevel::Debug;
     b.server.limits.max_headers = 10;
     b.buckets[0].s3.region = "eu-west-1".into();
+    b.buckets[0].cors = parse(&with_cors("{allowed_origins: ['*']}"))
+        .unwrap()
+        .buckets[0]
+        .cors
+        .clone();
     assert!(
         a.restart_only_changes(&b).is_empty(),
         "reloadable keys are not restart-only"
@@ -694,8 +820,20 @@ fn reference_config_parses() {
     assert_eq!(public.s3.endpoint.to_string(), "http://127.0.0.1:7480");
     assert_eq!(public.s3.addressing, Addressing::Path);
     assert_eq!(public.s3.access_key.expose(), "AKIDEXAMPLE");
+    let cors = public
+        .cors
+        .as_ref()
+        .expect("the reference shows a cors block");
+    assert_eq!(
+        cors.allowed_origins,
+        CorsOrigins::List(vec!["https://app.example.com".into()])
+    );
+    assert_eq!(cors.allowed_methods, [CorsMethod::Get, CorsMethod::Head]);
+    assert_eq!(cors.max_age_seconds, 600);
+    assert!(!cors.allow_credentials);
     let private = c.bucket("private").unwrap();
     assert!(private.auth.enabled);
+    assert_eq!(private.cors, None);
     let jwt = c.jwt_for(private).unwrap();
     assert_eq!(jwt.secret.as_ref().map(Secret::expose), Some("s#cret: 'x'"));
     assert_eq!(jwt.token_sources.len(), 3);

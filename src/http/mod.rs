@@ -9,6 +9,7 @@
 //! through monoio's owned-buffer I/O in bounded chunks.
 
 pub mod chunked;
+pub mod cors;
 pub mod forwarded;
 pub mod io;
 pub mod path;

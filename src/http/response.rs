@@ -76,6 +76,31 @@ impl<'b> ResponseHead<'b> {
         self
     }
 
+    /// Append `name: v1, v2, ...` (an RFC 9110 section 5.6.1 list) without allocating; writes
+    /// nothing when `values` is empty. Values must not contain CR or LF.
+    pub fn header_list<'v>(
+        &mut self,
+        name: &str,
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> &mut Self {
+        let mut first = true;
+        for v in values {
+            debug_assert!(!v.iter().any(|&b| b == b'\r' || b == b'\n'));
+            if first {
+                self.buf.extend_from_slice(name.as_bytes());
+                self.buf.extend_from_slice(b": ");
+                first = false;
+            } else {
+                self.buf.extend_from_slice(b", ");
+            }
+            self.buf.extend_from_slice(v);
+        }
+        if !first {
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        self
+    }
+
     /// Append `name: <decimal n>` without allocating.
     pub fn header_u64(&mut self, name: &str, n: u64) -> &mut Self {
         self.buf.extend_from_slice(name.as_bytes());
@@ -183,6 +208,17 @@ mod tests {
             buf,
             b"HTTP/1.1 206 Partial Content\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: keep-alive\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn header_list_joins_and_skips_empty() {
+        let mut buf = Vec::new();
+        let mut h = ResponseHead::new(&mut buf, 200);
+        h.header_list("A", [&b"x"[..], b"y=1"])
+            .header_list("B", std::iter::empty())
+            .header_list("C", [&b"z"[..]]);
+        h.finish();
+        assert!(buf.ends_with(b"OK\r\nA: x, y=1\r\nC: z\r\n\r\n"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Answering a request from a cached object: conditionals evaluated at the proxy (RFC 9110
-//! section 13.2.2), Range sliced from memory (206/416), HEAD without body, `X-Cache` and `Age`.
+//! section 13.2.2), Range sliced from memory (206/416), HEAD without body, `X-Cache` and `Age`
+//! (only for responses with their own max-age, see [`super::headers`]), and the bucket's policy
+//! fields (casing, `Cache-Control: private`, CORS) exactly as a miss writes them.
 //!
 //! Hot path of a cache hit. Costs: one response head built in the connection's reusable buffer,
 //! no copy of the body: small bodies (up to [`INLINE_BODY_BYTES`]) are appended to the head so a
@@ -17,6 +19,8 @@ use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::Conn;
 
+use super::headers::EdgePolicy;
+
 /// Bodies up to this size are copied behind the head and written with it in one syscall.
 pub const INLINE_BODY_BYTES: usize = 16 * 1024;
 
@@ -31,7 +35,8 @@ pub struct Served {
 }
 
 /// Answer `head` from `obj`. `x_cache` is `HIT` (or `STALE` when S3 could not be reached to
-/// revalidate).
+/// revalidate). `policy` is the bucket's: field casing, `Cache-Control: private`, CORS
+/// ([`EdgePolicy`]). `Age` follows the Age rule of [`super::headers`].
 pub async fn serve(
     head: &RequestHead,
     conn: &mut Conn,
@@ -39,6 +44,7 @@ pub async fn serve(
     request_id: &str,
     obj: &CachedObject,
     x_cache: &'static str,
+    policy: &EdgePolicy<'_>,
 ) -> Served {
     let now = SystemTime::now();
     let len = obj.body.len() as u64;
@@ -53,27 +59,6 @@ pub async fn serve(
             }
         }
     };
-    let mut h = ResponseHead::new(&mut conn.wbuf, status);
-    h.header("Date", &dates.now());
-    match status {
-        304 => {
-            // RFC 9110 section 15.4.5: the validators and caching fields of the 200.
-            for (name, value) in &obj.headers {
-                if matches!(
-                    name.as_str(),
-                    "etag" | "last-modified" | "cache-control" | "expires" | "vary"
-                ) {
-                    h.header(name.as_str(), value.as_bytes());
-                }
-            }
-        }
-        200 | 206 => {
-            for (name, value) in &obj.headers {
-                h.header(name.as_str(), value.as_bytes());
-            }
-        }
-        _ => {}
-    }
     let body: &[u8] = match (status, slice) {
         (200 | 206, Some((first, last))) if len > 0 => &obj.body[first as usize..=last as usize],
         _ => &[],
@@ -91,29 +76,63 @@ pub async fn serve(
         )),
         _ => None,
     };
-    if status == 206 {
-        if let Some((first, last)) = slice {
-            h.content_range(first, last, len);
+    if status == 200 {
+        stored_head(head, conn, dates, request_id, obj, len, x_cache, policy);
+    } else {
+        let mut h = ResponseHead::new(&mut conn.wbuf, status);
+        h.header("Date", &dates.now());
+        match status {
+            304 => {
+                // RFC 9110 section 15.4.5: the validators and caching fields of the 200.
+                for (name, value) in &obj.headers {
+                    if super::NOT_MODIFIED_FIELDS.contains(&name.as_str()) {
+                        policy.field(&mut h, name.as_str(), value.as_bytes());
+                    }
+                }
+            }
+            206 => {
+                for (name, value) in &obj.headers {
+                    policy.field(&mut h, name.as_str(), value.as_bytes());
+                }
+            }
+            _ => {}
         }
-    }
-    if status == 416 {
-        h.header("Content-Range", content_range_unsatisfied(len).as_bytes());
-    }
-    match (&error_body, status) {
-        (Some(b), _) => {
-            h.header("Content-Type", b"application/json")
-                .header_u64("Content-Length", b.len() as u64);
+        if status == 206 {
+            if let Some((first, last)) = slice {
+                h.content_range(first, last, len);
+            }
         }
-        (None, 304) => {}
-        (None, _) => {
-            h.header_u64("Content-Length", body.len() as u64);
+        if status == 416 {
+            h.header("Content-Range", content_range_unsatisfied(len).as_bytes());
         }
+        let cache_control = obj
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                *name == http::header::CACHE_CONTROL && status != 412 && status != 416
+            })
+            .map(|(_, v)| v.as_bytes());
+        policy.object_fields(&mut h, &head.headers, cache_control);
+        // Same field order as a streamed miss: policy fields, X-Cache, Content-Length.
+        h.header("X-Cache", x_cache.as_bytes());
+        match (&error_body, status) {
+            (Some(b), _) => {
+                h.header("Content-Type", b"application/json")
+                    .header_u64("Content-Length", b.len() as u64);
+            }
+            (None, 304) => {}
+            (None, _) => {
+                h.header_u64("Content-Length", body.len() as u64);
+            }
+        }
+        // The Age rule (proxy::headers): only with the response's own max-age / s-maxage.
+        if obj.has_explicit_freshness() {
+            h.header_u64("Age", obj.age(now).as_secs());
+        }
+        h.header("X-Request-Id", request_id.as_bytes())
+            .connection(head.version, conn.keep_alive);
+        h.finish();
     }
-    h.header("X-Cache", x_cache.as_bytes())
-        .header_u64("Age", obj.age(now).as_secs())
-        .header("X-Request-Id", request_id.as_bytes())
-        .connection(head.version, conn.keep_alive);
-    h.finish();
 
     let send_body = head.method != Method::HEAD;
     let ok;
@@ -141,8 +160,11 @@ pub async fn serve(
 }
 
 /// The head of a 200 answered from `obj`'s stored headers with a body of `len` bytes (the
-/// entry's own, or one still being filled, whose `obj` has an empty body), `X-Cache: HIT` and
-/// `Age`, into `conn.wbuf`. The caller writes it and the body.
+/// entry's own, or one still being filled, whose `obj` has an empty body), into `conn.wbuf`,
+/// in the field order of a streamed miss: policy fields ([`EdgePolicy`]), `X-Cache`,
+/// `Content-Length`, `Age` by the Age rule of [`super::headers`]. The caller writes it and
+/// the body.
+#[allow(clippy::too_many_arguments)] // two call sites; the pieces are distinct and named
 pub fn stored_head(
     head: &RequestHead,
     conn: &mut Conn,
@@ -150,16 +172,26 @@ pub fn stored_head(
     request_id: &str,
     obj: &CachedObject,
     len: u64,
+    x_cache: &'static str,
+    policy: &EdgePolicy<'_>,
 ) {
     let mut h = ResponseHead::new(&mut conn.wbuf, 200);
     h.header("Date", &dates.now());
     for (name, value) in &obj.headers {
-        h.header(name.as_str(), value.as_bytes());
+        policy.field(&mut h, name.as_str(), value.as_bytes());
     }
-    h.header_u64("Content-Length", len)
-        .header("X-Cache", b"HIT")
-        .header_u64("Age", obj.age(SystemTime::now()).as_secs())
-        .header("X-Request-Id", request_id.as_bytes())
+    let cache_control = obj
+        .headers
+        .iter()
+        .filter(|(name, _)| *name == http::header::CACHE_CONTROL)
+        .map(|(_, v)| v.as_bytes());
+    policy.object_fields(&mut h, &head.headers, cache_control);
+    h.header("X-Cache", x_cache.as_bytes())
+        .header_u64("Content-Length", len);
+    if obj.has_explicit_freshness() {
+        h.header_u64("Age", obj.age(SystemTime::now()).as_secs());
+    }
+    h.header("X-Request-Id", request_id.as_bytes())
         .connection(head.version, conn.keep_alive);
     h.finish();
 }

@@ -14,6 +14,7 @@
 
 pub mod cached;
 pub mod fill;
+pub mod headers;
 pub mod prepared;
 
 use std::cell::RefCell;
@@ -48,6 +49,7 @@ use crate::s3::sigv4::{Credentials, Signer};
 use crate::s3::uri::canonical_query;
 use crate::upstream::{Response, SpliceError, Target, Upstream};
 use fill::Growing;
+use headers::EdgePolicy;
 use prepared::Prepared;
 
 /// Body bytes moved per read/write step between S3 and the client.
@@ -69,7 +71,7 @@ fn pass_through() -> impl Iterator<Item = &'static str> {
 
 /// The pass-through fields a 304 carries (RFC 9110 section 15.4.5), the same set as a 304
 /// answered from cache.
-const NOT_MODIFIED_FIELDS: [&str; 5] =
+pub(crate) const NOT_MODIFIED_FIELDS: [&str; 5] =
     ["etag", "last-modified", "cache-control", "expires", "vary"];
 
 /// Request headers forwarded to S3 (conditionals and Range; If-Range is evaluated here).
@@ -314,6 +316,8 @@ struct RequestInfo<'l> {
     subject: Option<Rc<Verified>>,
     /// `X-Cache` value sent (`-` when none).
     cache: &'static str,
+    /// The routed bucket's response policy (casing, `Cache-Control: private`, CORS).
+    policy: EdgePolicy<'l>,
 }
 
 /// How a finished response went.
@@ -341,6 +345,7 @@ impl Service for Shard {
             metrics: &local.unrouted,
             subject: None,
             cache: "-",
+            policy: EdgePolicy::default(),
         };
         let summary = match self
             .handle(&local, head, conn, &request_id, &mut info)
@@ -353,7 +358,9 @@ impl Service for Shard {
                 if e.status() >= 500 {
                     tracing::warn!(request_id = %request_id, status = e.status(), error = %e.message, "request failed");
                 }
-                let keep_alive = self.write_error(head, conn, &e, &request_id).await;
+                let keep_alive = self
+                    .write_error(head, conn, &e, &request_id, &info.policy)
+                    .await;
                 Summary {
                     status: e.status(),
                     bytes: 0,
@@ -433,7 +440,8 @@ impl Shard {
             return Ok(self.write_health(head, conn, request_id, raw_path).await);
         }
         if head.method == Method::OPTIONS {
-            return Ok(self.write_options(head, conn, request_id).await);
+            let cors = headers::cors_for_path(&local.prepared, raw_path);
+            return Ok(self.write_options(head, conn, request_id, cors).await);
         }
         let path = normalize_path(raw_path)
             .map_err(|e| ProxyError::client(ErrorKind::BadRequest, format!("invalid path: {e}")))?;
@@ -449,6 +457,7 @@ impl Shard {
         })?;
         info.bucket = Some(index);
         info.metrics = &local.buckets[index].metrics;
+        info.policy = EdgePolicy::of(&local.prepared.buckets[index]);
         if rest.is_empty() {
             return Err(ProxyError::client(
                 ErrorKind::NotFound,
@@ -758,6 +767,8 @@ impl Shard {
             request_id,
             growing.meta(),
             growing.body_len(),
+            "HIT",
+            &info.policy,
         );
         let mut sent = 0;
         let ok = match conn.flush().await {
@@ -784,7 +795,16 @@ impl Shard {
         x_cache: &'static str,
         info: &mut RequestInfo<'_>,
     ) -> Summary {
-        let served = cached::serve(head, conn, &self.dates, request_id, obj, x_cache).await;
+        let served = cached::serve(
+            head,
+            conn,
+            &self.dates,
+            request_id,
+            obj,
+            x_cache,
+            &info.policy,
+        )
+        .await;
         info.cache = x_cache;
         if x_cache == "BYPASS" {
             info.metrics.cache_bypasses.inc();
@@ -864,7 +884,7 @@ impl Shard {
                 continue;
             }
             for v in resp.headers.get_all(name) {
-                h.header(canonical_name(name), v.as_bytes());
+                info.policy.field(&mut h, name, v.as_bytes());
             }
         }
         for (name, v) in resp.headers.iter() {
@@ -872,6 +892,9 @@ impl Shard {
                 h.header(name.as_str(), v.as_bytes());
             }
         }
+        let cache_control = resp.headers.get_all(header::CACHE_CONTROL).iter();
+        info.policy
+            .object_fields(&mut h, &head.headers, cache_control.map(|v| v.as_bytes()));
         h.header("X-Cache", x_cache.as_bytes());
         match body_len {
             Some(n) if status != 304 => {
@@ -1114,36 +1137,47 @@ impl Shard {
         e
     }
 
-    /// `OPTIONS`: 200 with `Allow` (DESIGN section 5).
+    /// `OPTIONS`: 200 with `Allow` (DESIGN section 5), or 204 with the CORS fields when it is a
+    /// preflight the routed bucket's `cors` accepts (DESIGN section 6.1, Fetch section 3.2.2).
     async fn write_options(
         &self,
         head: &RequestHead,
         conn: &mut Conn,
         request_id: &str,
+        cors: Option<&crate::http::cors::CorsPolicy>,
     ) -> Summary {
-        let mut h = ResponseHead::new(&mut conn.wbuf, 200);
-        h.header("Date", &self.dates.now())
-            .header("Allow", ALLOW.as_bytes())
-            .header("Content-Length", b"0")
-            .header("X-Request-Id", request_id.as_bytes())
+        let preflight = headers::accepted_preflight(cors, &head.headers);
+        let status = if preflight.is_some() { 204 } else { 200 };
+        let mut h = ResponseHead::new(&mut conn.wbuf, status);
+        h.header("Date", &self.dates.now());
+        match &preflight {
+            Some((policy, p)) => policy.write_preflight(&mut h, p),
+            None => {
+                h.header("Allow", ALLOW.as_bytes())
+                    .header("Content-Length", b"0");
+            }
+        }
+        h.header("X-Request-Id", request_id.as_bytes())
             .connection(head.version, conn.keep_alive);
         h.finish();
         let ok = conn.flush().await.is_ok();
         Summary {
-            status: 200,
+            status,
             bytes: 0,
             keep_alive: ok && conn.keep_alive,
         }
     }
 
-    /// Write `e` as the JSON error of DESIGN section 5 (no body for HEAD). Returns whether the
-    /// connection stays open.
+    /// Write `e` as the JSON error of DESIGN section 5 (no body for HEAD), with the routed
+    /// bucket's `policy` fields ([`EdgePolicy::error_fields`]). Returns whether the connection
+    /// stays open.
     async fn write_error(
         &self,
         head: &RequestHead,
         conn: &mut Conn,
         e: &ProxyError,
         request_id: &str,
+        policy: &EdgePolicy<'_>,
     ) -> bool {
         let status = e.status();
         let body = json_body(status, &e.message, request_id);
@@ -1155,6 +1189,7 @@ impl Shard {
         if let Some((name, value)) = &e.header {
             h.header(name, value.as_bytes());
         }
+        policy.error_fields(&mut h, &head.headers, status);
         h.connection(head.version, conn.keep_alive);
         h.finish();
         if head.method != Method::HEAD {
@@ -1385,25 +1420,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// The conventional capitalisation of the pass-through header names.
-fn canonical_name(lower: &str) -> &'static str {
-    match lower {
-        "content-type" => "Content-Type",
-        "etag" => "ETag",
-        "last-modified" => "Last-Modified",
-        "accept-ranges" => "Accept-Ranges",
-        "content-range" => "Content-Range",
-        "cache-control" => "Cache-Control",
-        "content-encoding" => "Content-Encoding",
-        "content-disposition" => "Content-Disposition",
-        "content-language" => "Content-Language",
-        "expires" => "Expires",
-        "x-amz-version-id" => "x-amz-version-id",
-        "vary" => "Vary",
-        _ => "X-Unknown",
-    }
-}
-
 /// The process-wide JWKS fetcher (runs on shard 0): fetches every JWKS URL of the current config
 /// at start, then every `jwks_refresh_seconds`, and early (rate-limited by the store to once per
 /// 30 s) when a core saw an unknown `kid`. A failed fetch keeps the previous keys. Uses our own
@@ -1613,13 +1629,5 @@ mod tests {
         );
         let p = RangePlan::new(&headers(&[("if-range", "\"abc\"")]));
         assert!(p.injected.is_none(), "If-Range without Range is ignored");
-    }
-
-    #[test]
-    fn pass_through_names_are_all_canonicalised() {
-        for name in pass_through() {
-            assert_ne!(canonical_name(name), "X-Unknown", "{name}");
-            assert!(canonical_name(name).eq_ignore_ascii_case(name));
-        }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::auth::{JwksStore, Verifier};
 
 use crate::config::{Config, Scheme};
+use crate::http::cors::CorsPolicy;
 use crate::http::request::Limits;
 use crate::http::server::ServerSettings;
 use crate::router::Router;
@@ -80,6 +81,8 @@ pub struct PreparedBucket {
     pub first_byte_timeout: Duration,
     /// JWT settings when `auth.enabled` (bucket `auth.jwt`, else top-level `jwt`).
     pub auth: Option<BucketAuth>,
+    /// The bucket's compiled `cors` block; `None` = no CORS fields are ever sent.
+    pub cors: Option<CorsPolicy>,
 }
 
 impl Prepared {
@@ -165,6 +168,7 @@ impl Prepared {
                 connect_timeout: Duration::from_millis(b.s3.connect_timeout_ms),
                 first_byte_timeout: Duration::from_millis(b.s3.first_byte_timeout_ms),
                 auth,
+                cors: b.cors.as_ref().map(CorsPolicy::new),
             });
         }
         if !errors.is_empty() {

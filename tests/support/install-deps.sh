@@ -1,7 +1,7 @@
 #!/bin/bash
 # install-deps.sh: install the Debian 12 packages the integration tests, the benchmarks and the demo
-# need (Ceph RGW, nginx, redis, wrk, curl, botocore, openssl), and the Rust toolchain (rustup) when
-# cargo is missing.
+# need (Ceph RGW, nginx, redis, wrk, curl, botocore, openssl, Chromium for the browser CORS test),
+# and the Rust toolchain (rustup) when cargo is missing.
 #
 # Idempotent: when every package is already installed it runs no apt command and prints nothing.
 # Runs apt-get update only when something is missing. Needs root (or sudo) only in that case.
@@ -11,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(radosgw ceph-mon ceph-osd ceph-common nginx-light redis-server wrk curl
-          python3-botocore openssl ca-certificates)
+          python3-botocore openssl ca-certificates chromium)
 
 die() { echo "install-deps.sh: ERROR: $*" >&2; exit 1; }
 
@@ -45,7 +45,8 @@ if ((${#missing[@]})); then
 fi
 
 # Tools the scripts call directly; a package can be "installed" yet broken.
-for tool in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph nginx openssl curl wrk redis-server; do
+for tool in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph nginx openssl curl wrk redis-server \
+            chromium; do
   command -v "$tool" >/dev/null || die "'$tool' not on PATH after install"
 done
 /usr/bin/python3 -c 'import botocore' 2>/dev/null \
