@@ -3,8 +3,8 @@
 # builds once, starts a real Ceph RGW (+ nginx TLS in front of it) with seeded objects, runs
 # every test, and stops every backend it started (by PID) whatever happens.
 #
-# The proxy's integration tests run four times: 2 shards and 1 shard, under io_uring and under
-# the epoll fallback (MONOIO_FORCE_LEGACY_DRIVER=1). Criterion benches run once each as tests
+# Every integration test file runs under io_uring and under the epoll fallback
+# (MONOIO_FORCE_LEGACY_DRIVER=1) with 2 shards; the proxy's tests also run with 1 shard under both. Criterion benches run once each as tests
 # (`cargo bench -- --test`) so they never rot. Ends with "N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,8 +37,8 @@ run() { # label, then the command; output is kept for the summary, failures coun
 run "unit, runtime, cli and proxy tests (io_uring, 2 shards)" \
   env YATA_TEST_SHARDS=2 cargo test --workspace --quiet
 run "proxy tests (io_uring, 1 shard)" env YATA_TEST_SHARDS=1 cargo test --quiet --test proxy
-run "proxy tests (epoll fallback, 2 shards)" \
-  env MONOIO_FORCE_LEGACY_DRIVER=1 YATA_TEST_SHARDS=2 cargo test --quiet --test proxy
+run "every integration test file (epoll fallback, 2 shards)" \
+  env MONOIO_FORCE_LEGACY_DRIVER=1 YATA_TEST_SHARDS=2 cargo test --workspace --quiet --tests
 run "proxy tests (epoll fallback, 1 shard)" \
   env MONOIO_FORCE_LEGACY_DRIVER=1 YATA_TEST_SHARDS=1 cargo test --quiet --test proxy
 run "benches compile and run once" cargo bench --workspace --quiet -- --test
