@@ -1,7 +1,8 @@
 //! Hostile or broken origins, through the real binary: `tests/support/faulty-origin.py` sits
-//! between the proxy and RGW and injects one fault per test. Covers issue 11 item 1 (a pooled
+//! between the proxy and RGW and injects one fault per test. Covers issue 11 items 1 (a pooled
 //! upstream connection with unread bytes must not be reused: trailing forged response, body
-//! longer than Content-Length, body after a HEAD response).
+//! longer than Content-Length, body after a HEAD response) and 13 (an S3 error `<Code>` never
+//! reaches the metrics exposition unbounded or unescaped).
 //!
 //! Not shipped. Every test runs one shard (`shards: 1`), so consecutive requests share one
 //! upstream pool whatever `YATA_TEST_SHARDS` says; each starts its own forwarder and proxy
@@ -128,4 +129,98 @@ fn pass_mode_reuses_the_pooled_connection() {
     get_exact(&proxy, "hello.txt");
     sleep(Duration::from_millis(200));
     second_object_is_clean(&proxy, "1k.bin");
+}
+
+/// Whether `line` is an OpenMetrics sample: `name{label="value",...} value` or `name value`,
+/// label values using only the `\\`, `\"` and `\n` escapes.
+fn is_sample_line(line: &str) -> bool {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    if name_end == 0 || line.as_bytes()[0].is_ascii_digit() {
+        return false;
+    }
+    let mut rest = &line[name_end..];
+    if let Some(labels) = rest.strip_prefix('{') {
+        let mut chars = labels.char_indices();
+        // label name, '=', '"', escaped value, '"', then ',' or '}'
+        loop {
+            let mut saw_name = false;
+            let eq = loop {
+                match chars.next() {
+                    Some((_, c)) if c.is_ascii_alphanumeric() || c == '_' => saw_name = true,
+                    Some((_, '=')) if saw_name => break true,
+                    _ => break false,
+                }
+            };
+            if !eq || !matches!(chars.next(), Some((_, '"'))) {
+                return false;
+            }
+            loop {
+                match chars.next() {
+                    Some((_, '\\')) => {
+                        if !matches!(chars.next(), Some((_, '\\' | '"' | 'n'))) {
+                            return false;
+                        }
+                    }
+                    Some((_, '"')) => break,
+                    Some((_, '\n')) | None => return false,
+                    Some(_) => {}
+                }
+            }
+            match chars.next() {
+                Some((_, ',')) => continue,
+                Some((i, '}')) => {
+                    rest = &labels[i + 1..];
+                    break;
+                }
+                _ => return false,
+            }
+        }
+    }
+    let Some(value) = rest.strip_prefix(' ') else {
+        return false;
+    };
+    let value = value.split(' ').next().unwrap_or("");
+    value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN")
+}
+
+#[test]
+fn hostile_s3_error_code_cannot_forge_metric_lines() {
+    let evil = "Evil\"} 1\nyatagarasu_forged_total 9";
+    let origin = FaultyOrigin::start("error", &["--status", "503", "--code", evil]);
+    let proxy = proxy_through(&origin);
+    let resp = proxy.get("/faulty/hello.txt", &[]);
+    resp.assert_json_error(502);
+    let metrics = proxy.admin("GET", "/metrics", &[]);
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).expect("UTF-8 exposition");
+    assert!(
+        text.contains("yatagarasu_upstream_errors_total{bucket=\"faulty\",code=\"other\"} 1"),
+        "the hostile code is counted as other:\n{text}"
+    );
+    assert!(!text.contains("Evil"), "the hostile code leaked:\n{text}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("yatagarasu_forged_total"),
+            "forged line: {line}"
+        );
+        if !line.starts_with('#') {
+            assert!(is_sample_line(line), "not a sample line: {line:?}");
+        }
+    }
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn sample_line_checker_rejects_what_an_injection_produces() {
+    // The checker above must be able to fail.
+    assert!(is_sample_line("yatagarasu_up 1"));
+    assert!(is_sample_line(
+        "yatagarasu_upstream_errors_total{bucket=\"a\\\"b\",code=\"x\\ny\"} 3"
+    ));
+    assert!(!is_sample_line("yatagarasu_x{code=\"Evil\"} 1\"} 1"));
+    assert!(!is_sample_line("yatagarasu_x{code=\"a\\qb\"} 1"));
+    assert!(!is_sample_line("yatagarasu_x{code=\"unterminated} 1"));
+    assert!(!is_sample_line("yatagarasu_forged_total"));
 }
