@@ -1,8 +1,9 @@
 //! Hostile or broken origins, through the real binary: `tests/support/faulty-origin.py` sits
 //! between the proxy and RGW and injects one fault per test. Covers issue 11 items 1 (a pooled
 //! upstream connection with unread bytes must not be reused: trailing forged response, body
-//! longer than Content-Length, body after a HEAD response) and 13 (an S3 error `<Code>` never
-//! reaches the metrics exposition unbounded or unescaped).
+//! longer than Content-Length, body after a HEAD response), 13 (an S3 error `<Code>` never
+//! reaches the metrics exposition unbounded or unescaped) and 14 (an S3 error `<Message>` is
+//! logged, never sent to the client).
 //!
 //! Not shipped. Every test runs one shard (`shards: 1`), so consecutive requests share one
 //! upstream pool whatever `YATA_TEST_SHARDS` says; each starts its own forwarder and proxy
@@ -192,6 +193,11 @@ fn hostile_s3_error_code_cannot_forge_metric_lines() {
     let proxy = proxy_through(&origin);
     let resp = proxy.get("/faulty/hello.txt", &[]);
     resp.assert_json_error(502);
+    assert_eq!(
+        resp.json()["message"].as_str(),
+        Some("S3 answered 503 (other)"),
+        "the client sees the bounded code too"
+    );
     let metrics = proxy.admin("GET", "/metrics", &[]);
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8(metrics.body).expect("UTF-8 exposition");
@@ -223,4 +229,62 @@ fn sample_line_checker_rejects_what_an_injection_produces() {
     assert!(!is_sample_line("yatagarasu_x{code=\"a\\qb\"} 1"));
     assert!(!is_sample_line("yatagarasu_x{code=\"unterminated} 1"));
     assert!(!is_sample_line("yatagarasu_forged_total"));
+}
+
+/// An S3 error through the `error` forwarder: the client gets `status` as our JSON error with
+/// the S3 code and a fixed text, never S3's Message; the log has the Message.
+fn origin_error_message_stays_in_the_log(s3_status: &str, code: &str, client_status: u16) {
+    let message = "boom at 10.1.2.3 internal-bucket";
+    let origin = FaultyOrigin::start(
+        "error",
+        &["--status", s3_status, "--code", code, "--message", message],
+    );
+    let proxy = proxy_through(&origin);
+    let resp = proxy.get("/faulty/hello.txt", &[]);
+    resp.assert_json_error(client_status);
+    let body = String::from_utf8_lossy(&resp.body).into_owned();
+    for secret in ["10.1.2.3", "internal-bucket", "boom"] {
+        assert!(
+            !body.contains(secret),
+            "client body leaks {secret:?}: {body}"
+        );
+    }
+    let json = resp.json();
+    assert_eq!(
+        json["message"].as_str(),
+        Some(format!("S3 answered {s3_status} ({code})").as_str()),
+        "{body}"
+    );
+    let request_id = resp
+        .header("x-request-id")
+        .expect("x-request-id")
+        .to_owned();
+    // The log line is written before the response; give the logger thread a moment.
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = proxy.log_text();
+        if log.contains(message) {
+            break;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("S3's Message is not logged:\n{log}"));
+    assert!(
+        line.contains(&request_id),
+        "log line lacks request_id: {line}"
+    );
+    assert!(line.contains(code), "log line lacks the S3 code: {line}");
+}
+
+#[test]
+fn origin_500_message_is_logged_not_sent() {
+    origin_error_message_stays_in_the_log("500", "InternalError", 502);
+}
+
+#[test]
+fn origin_403_keeps_its_status_and_hides_the_message() {
+    origin_error_message_stays_in_the_log("403", "AccessDenied", 403);
 }
