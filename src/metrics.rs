@@ -15,6 +15,12 @@
 //! carry config bucket names, methods, status classes and S3 error codes: never paths, keys or
 //! tokens. Metrics of a bucket removed by a reload stay (counters never go backwards) until the
 //! process restarts.
+//!
+//! Label values are untrusted text (an S3 error code is whatever the origin wrote): an error
+//! code is bounded when it is recorded ([`label_safe_code`]: `[A-Za-z0-9_]`, at most
+//! [`MAX_CODE_LABEL_BYTES`], else `other`), and every label value is escaped per OpenMetrics
+//! when it is written ([`escape_label_value`]), which prometheus-client 0.24 does not do itself
+//! (its text `LabelValueEncoder` writes values raw; upstream issue prometheus/client_rust#151).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -22,7 +28,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -144,7 +152,7 @@ pub struct BucketMetrics {
     /// Time from sending an S3 request to its response head.
     pub upstream_duration: Histogram,
     /// S3 failures by code: the S3 error code of 4xx/5xx answers (`NoSuchKey`, `SlowDown`...,
-    /// `http_<status>` without an XML body), or `connect`, `timeout`, `io`, `tls`, `protocol`.
+    /// `http_<status>` without an XML body), or `timeout` / `transport` for failures to get an answer.
     upstream_errors: Mutex<BTreeMap<String, u64>>,
     /// Responses answered from the cache (HIT and STALE).
     pub cache_hits: Counter,
@@ -193,9 +201,10 @@ impl BucketMetrics {
         self.duration.observe(elapsed);
     }
 
-    /// Count one failed S3 exchange under `code` (see the field doc). Takes a mutex: error path
-    /// only.
+    /// Count one failed S3 exchange under `code` (see the field doc), bounded by
+    /// [`label_safe_code`] (anything else is counted as `other`). Takes a mutex: error path only.
     pub fn record_upstream_error(&self, code: &str) {
+        let code = label_safe_code(code);
         let mut errors = self
             .upstream_errors
             .lock()
@@ -222,6 +231,57 @@ impl BucketMetrics {
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     }
+}
+
+/// Longest S3 error code kept as a label value, bytes. AWS's longest documented code is 47 bytes
+/// (`ServerSideEncryptionConfigurationNotFoundError`).
+pub const MAX_CODE_LABEL_BYTES: usize = 64;
+
+/// `code` if it can be a `code` label value as is, else `other`: 1 to [`MAX_CODE_LABEL_BYTES`]
+/// bytes of ASCII letters, digits and `_` (S3 error codes such as `NoSuchKey`, and our own
+/// `http_502`, `timeout`, `transport`). Bounds what an origin can put into the exposition and
+/// into client error messages. No allocation.
+pub fn label_safe_code(code: &str) -> &str {
+    let ok = !code.is_empty()
+        && code.len() <= MAX_CODE_LABEL_BYTES
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        code
+    } else {
+        "other"
+    }
+}
+
+/// Write `value` into `out` escaped as an OpenMetrics label value (OpenMetrics 1.0 "Escaping";
+/// the same rules as the Prometheus text format): `\` -> `\\`, `"` -> `\"`, line feed ->
+/// `\n`; everything else verbatim. Errors only when `out` does.
+pub fn escape_label_value(out: &mut impl std::fmt::Write, value: &str) -> std::fmt::Result {
+    let mut rest = value;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..i])?;
+        out.write_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)
+}
+
+/// A label value that is escaped when encoded (see [`escape_label_value`]).
+#[derive(Clone, Copy, Debug)]
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        escape_label_value(encoder, self.0)
+    }
+}
+
+/// `labels` with every value escaped, for `encode_family` (scrape path: one small Vec per series).
+fn escaped<'a>(labels: &[(&'static str, &'a str)]) -> Vec<(&'static str, Escaped<'a>)> {
+    labels.iter().map(|&(k, v)| (k, Escaped(v))).collect()
 }
 
 /// One shard's metrics, registered with the process [`Metrics`] when the shard starts.
@@ -370,7 +430,7 @@ fn counter(
         }
     }
     for (labels, v) in series {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+        ConstCounter::new(*v).encode(m.encode_family(&escaped(labels))?)?;
     }
     Ok(())
 }
@@ -388,7 +448,7 @@ fn gauge(
         }
     }
     for (labels, v) in series {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+        ConstGauge::new(*v).encode(m.encode_family(&escaped(labels))?)?;
     }
     Ok(())
 }
@@ -407,12 +467,8 @@ fn histogram(
             .chain([f64::MAX])
             .zip(h.buckets)
             .collect();
-        m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
-            h.sum_us as f64 / 1e6,
-            h.count,
-            &buckets,
-            None,
-        )?;
+        m.encode_family(&escaped(labels))?
+            .encode_histogram::<NoLabelSet>(h.sum_us as f64 / 1e6, h.count, &buckets, None)?;
     }
     Ok(())
 }
@@ -785,5 +841,74 @@ mod tests {
             errors.iter().find(|(c, _)| c == "other").map(|e| e.1),
             Some(44)
         );
+    }
+
+    #[test]
+    fn error_codes_outside_the_alphabet_or_too_long_are_other() {
+        for ok in ["NoSuchKey", "SlowDown", "http_502", "timeout", "A1"] {
+            assert_eq!(label_safe_code(ok), ok);
+        }
+        let longest = "C".repeat(MAX_CODE_LABEL_BYTES);
+        assert_eq!(label_safe_code(&longest), longest);
+        for bad in [
+            "",
+            "Evil\"} 1\nyatagarasu_forged_total 9",
+            "No Such Key",
+            "back\\slash",
+            "dash-code",
+            "Ünïcode",
+            &"C".repeat(MAX_CODE_LABEL_BYTES + 1),
+        ] {
+            assert_eq!(label_safe_code(bad), "other", "{bad:?}");
+        }
+        let b = BucketMetrics::default();
+        b.record_upstream_error("Evil\"} 1\nyatagarasu_forged_total 9");
+        b.record_upstream_error("InternalError");
+        assert_eq!(
+            b.upstream_errors(),
+            vec![("InternalError".to_owned(), 1), ("other".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped_per_openmetrics() {
+        let esc = |v: &str| {
+            let mut out = String::new();
+            escape_label_value(&mut out, v).unwrap();
+            out
+        };
+        assert_eq!(esc("plain"), "plain");
+        assert_eq!(esc(""), "");
+        assert_eq!(esc("a\"b"), "a\\\"b");
+        assert_eq!(esc("a\\b"), "a\\\\b");
+        assert_eq!(esc("a\nb"), "a\\nb");
+        assert_eq!(esc("\"}\n\\"), "\\\"}\\n\\\\");
+        assert_eq!(
+            esc("tab\tand ünï"),
+            "tab\tand ünï",
+            "only three characters escape"
+        );
+    }
+
+    #[test]
+    fn render_escapes_hostile_label_values() {
+        // A bucket name is operator text, but nothing stops it from holding a quote or newline.
+        let m = Arc::new(Metrics::default());
+        let s = m.register_shard(0, "epoll", None);
+        s.bucket("we\"ird\nname")
+            .record_request(&http::Method::GET, 200, Duration::from_millis(1));
+        let text = m.render();
+        assert!(
+            text.contains(
+                "yatagarasu_requests_total{bucket=\"we\\\"ird\\nname\",method=\"GET\",status_class=\"2xx\"} 1"
+            ),
+            "{text}"
+        );
+        for line in text.lines() {
+            assert!(
+                line.starts_with("# ") || line.starts_with("yatagarasu_"),
+                "a label value broke a line: {line:?}"
+            );
+        }
     }
 }

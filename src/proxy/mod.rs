@@ -1089,8 +1089,12 @@ impl Shard {
         }
     }
 
-    /// Read S3's (small) error body, log its Code and Message, and build the client error:
-    /// 5xx -> 502, anything else keeps its status (DESIGN section 5).
+    /// Read S3's (small) error body, log its Code and Message (info, with the request id), and
+    /// build the client error: 5xx -> 502, anything else keeps its status (DESIGN section 5).
+    /// The client sees only the status and S3's code, bounded as the metrics label is
+    /// ([`crate::metrics::label_safe_code`]), in a fixed text: `S3 answered 500 (InternalError)`.
+    /// S3's Message never reaches the client: origins put internal hosts, addresses and bucket
+    /// names there (issue 11 item 14).
     async fn origin_error(
         &self,
         resp: &mut Response<'_>,
@@ -1105,22 +1109,37 @@ impl Shard {
             .await;
         let info = parse_error_xml(&body);
         let code = info.as_ref().map_or("", |i| i.code.as_str());
-        let detail = match &info {
-            Some(i) if !i.message.is_empty() => format!("S3 error {}: {}", i.code, i.message),
-            Some(i) => format!("S3 error {}", i.code),
-            None => format!("S3 answered {status}"),
-        };
-        if status >= 500 {
-            tracing::info!(request_id, status, s3_code = code, "S3 returned an error");
+        let message = info.as_ref().map_or("", |i| i.message.as_str());
+        // The raw code and message go to the log only (its encoder escapes them). A missing
+        // key, a failed precondition or an unsatisfiable range is the client's business: the
+        // access line says it. Anything else (403: credentials or policy; 5xx) is logged.
+        if !matches!(status, 404 | 412 | 416) {
+            tracing::info!(
+                request_id,
+                status,
+                s3_code = code,
+                s3_message = message,
+                "S3 returned an error"
+            );
         } else {
-            // A missing key or a refused precondition: the access line says it all.
-            tracing::debug!(request_id, status, s3_code = code, "S3 returned an error");
+            tracing::debug!(
+                request_id,
+                status,
+                s3_code = code,
+                s3_message = message,
+                "S3 returned an error"
+            );
         }
-        if code.is_empty() {
+        let detail = if code.is_empty() {
             metrics.record_upstream_error(&format!("http_{status}"));
+            format!("S3 answered {status}")
         } else {
             metrics.record_upstream_error(code);
-        }
+            format!(
+                "S3 answered {status} ({})",
+                crate::metrics::label_safe_code(code)
+            )
+        };
         if status >= 500 {
             return ProxyError::origin(ErrorKind::BadGateway, false, detail);
         }

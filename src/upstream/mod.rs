@@ -8,8 +8,9 @@
 //! Hot path. Per request: one pool probe, one write of the signed request head, reads of 16 KiB
 //! into a per-response head buffer until the status line and headers parse (`httparse`), then the
 //! body moves through the caller's buffer. A connection goes back to the pool only when its
-//! response body was read to the end and the response allowed keep-alive; otherwise it is closed
-//! (dropping [`Body`] closes it). A request that failed on a pooled connection before any response
+//! response body was read exactly to its end (no byte past it) and the response allowed
+//! keep-alive; otherwise it is closed (dropping [`Body`] closes it). The pool checks again at
+//! checkout that nothing arrived since (see [`pool`]: one `recv(MSG_PEEK)` per reuse). A request that failed on a pooled connection before any response
 //! byte arrived is retried once on a fresh connection (GET/HEAD are idempotent).
 
 pub mod dns;
@@ -18,6 +19,7 @@ pub mod stream;
 pub mod tls;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -199,6 +201,7 @@ impl Upstream {
                 "S3 endpoint host is not a valid TLS server name",
             )
         })?;
+        let fd = tcp.as_raw_fd();
         match monoio::time::timeout_at(deadline.into(), connector.connect(name, tcp)).await {
             Err(_) => Err(timed_out()),
             Ok(Err(e)) => Err(ProxyError::origin(
@@ -206,7 +209,7 @@ impl Upstream {
                 false,
                 format!("TLS handshake with S3 endpoint failed: {e}"),
             )),
-            Ok(Ok(s)) => Ok(UpstreamStream::Tls(Box::new(s))),
+            Ok(Ok(s)) => Ok(UpstreamStream::tls(s, fd)),
         }
     }
 
@@ -422,8 +425,17 @@ impl Body<'_> {
                         out.reserve(HEAD_READ_BYTES);
                     }
                     let room = (out.capacity() - out.len()) as u64;
-                    let want = room.min(*remaining) as usize;
                     let stream = self.stream.as_mut().ok_or_else(closed)?;
+                    // Over TCP, never read past the body: stray bytes stay in the socket, where
+                    // the pool's checkout check sees them. Over TLS, take whatever rustls has
+                    // already decrypted (up to `room`): bytes past the body land in `leftover`,
+                    // which keeps the connection out of the pool (the socket check cannot see
+                    // rustls' buffers).
+                    let want = if matches!(stream, UpstreamStream::Tls(..)) {
+                        room as usize
+                    } else {
+                        room.min(*remaining) as usize
+                    };
                     let owned = std::mem::take(out);
                     let start = owned.len();
                     let read = stream.read(owned.slice_mut(start..start + want));
@@ -438,7 +450,14 @@ impl Body<'_> {
                             "S3 body ended early",
                         ));
                     }
-                    *remaining -= n as u64;
+                    if n as u64 > *remaining {
+                        let body_end = start + *remaining as usize;
+                        self.leftover.extend_from_slice(&out[body_end..]);
+                        out.truncate(body_end);
+                        *remaining = 0;
+                    } else {
+                        *remaining -= n as u64;
+                    }
                 }
                 if *remaining == 0 {
                     self.finish();
@@ -589,12 +608,19 @@ impl Body<'_> {
         }
     }
 
-    /// The body is complete: hand the connection back to the pool if it can be reused.
+    /// The body is complete (for HEAD, 204 and 304 as soon as the head is: no body is ever read
+    /// after them): hand the connection back to the pool if the response allowed keep-alive and
+    /// no byte past the response was read (`leftover` empty); otherwise close it.
     fn finish(&mut self) {
         self.done = true;
         if let Some(stream) = self.stream.take() {
             if self.reusable && self.leftover.is_empty() {
                 self.pool.put(&self.key, stream);
+            } else if !self.leftover.is_empty() {
+                tracing::debug!(
+                    extra_bytes = self.leftover.len(),
+                    "S3 sent bytes past the end of its response, closing the connection"
+                );
             }
         }
     }

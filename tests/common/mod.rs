@@ -584,3 +584,79 @@ pub fn encode_key(key: &str) -> String {
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection between the proxy and RGW.
+
+const HOW_TO_START_PYTHON: &str = "python3 is needed for tests/support/faulty-origin.py: install \
+it (`apt-get install python3`, or `bash tests/support/install-deps.sh`) or point \
+YATA_TEST_PYTHON at one";
+
+/// `tests/support/faulty-origin.py` running in front of RGW: a forwarder that injects one fault
+/// (`pass`, `trailing-response`, `overlong`, `head-body`, `error`; see the script's header) into
+/// every response on the connections the proxy opens to it. Killed (and reaped) on drop.
+pub struct FaultyOrigin {
+    child: Child,
+    port: u16,
+}
+
+impl FaultyOrigin {
+    /// Start the forwarder towards `backend().endpoint` with `--mode mode` and `extra` arguments
+    /// (e.g. `["--delay-ms", "0"]`, `["--status", "403", "--code", "AccessDenied"]`), and wait
+    /// (up to 10 s) for its `listening 127.0.0.1:PORT` line. Panics, failing the test with
+    /// instructions, when RGW is not running or python3 cannot be started.
+    pub fn start(mode: &str, extra: &[&str]) -> FaultyOrigin {
+        let upstream = backend().endpoint.clone();
+        let py = std::env::var("YATA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(&py)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/faulty-origin.py"
+            ))
+            .args(["--upstream", &upstream, "--mode", mode])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {py} ({e}): {HOW_TO_START_PYTHON}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the script never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10));
+        let port = line
+            .as_deref()
+            .ok()
+            .and_then(|l| l.strip_prefix("listening 127.0.0.1:"))
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        match port {
+            Some(port) => FaultyOrigin { child, port },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "faulty-origin.py did not start (first line {line:?}); {HOW_TO_START_PYTHON}"
+                );
+            }
+        }
+    }
+
+    /// The endpoint to put in a bucket's `s3.endpoint`: `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FaultyOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
