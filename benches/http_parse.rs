@@ -2,7 +2,7 @@
 //! typical Chrome GET (609 bytes, 14 fields), on a curl GET whose field names are all standard,
 //! and on an incomplete head (the re-parse after a short read); `parse_range` on the common
 //! Range forms; and `ResponseHead` encoding of a cache hit's 200 and 206 heads (the field set
-//! and order `proxy::cached::serve` writes, `Date` from a `DateCache`) into a reused buffer.
+//! and order `pipeline::cached::serve` writes, `Date` from a `DateCache`) into a reused buffer.
 //!
 //! Before Criterion runs, each operation's allocations are counted (`benches/support/alloc.rs`)
 //! and printed as `alloc/op <bench>: <n>`; a count above its bound fails the run, also under
@@ -21,7 +21,7 @@ use yatagarasu::cache::CachedObject;
 use yatagarasu::http::range::parse_range;
 use yatagarasu::http::request::{parse_request_head, Limits, Version};
 use yatagarasu::http::response::{DateCache, ResponseHead};
-use yatagarasu::proxy::headers::EdgePolicy;
+use yatagarasu::pipeline::headers::EdgePolicy;
 
 #[path = "support/alloc.rs"]
 mod alloc;
@@ -99,9 +99,9 @@ fn cached_object() -> CachedObject {
 /// A generated request id (`X-Request-Id`, a v4 UUID).
 const REQUEST_ID: &str = "3f2b8c1e-9d4a-4e6f-8b7c-2a1d0e9f8c7b";
 
-/// The head of a cache hit, written as `proxy::cached::serve` writes it for HTTP/1.1
+/// The head of a cache hit, written as `pipeline::cached::serve` writes it for HTTP/1.1
 /// keep-alive on a bucket without auth or CORS: `Date`, the stored fields in canonical casing,
-/// `Content-Range` (206 only), `X-Cache`, `Content-Length`, `Age` (only with the response's own
+/// `Content-Range` (206 only), `X-Cache` and `Cache-Status`, `Content-Length`, `Age` (only with the response's own
 /// max-age), `X-Request-Id`. `range` is `(first, last)` for a 206.
 fn encode_hit(buf: &mut Vec<u8>, dates: &DateCache, obj: &CachedObject, range: Option<(u64, u64)>) {
     let now = SystemTime::now();
@@ -116,8 +116,11 @@ fn encode_hit(buf: &mut Vec<u8>, dates: &DateCache, obj: &CachedObject, range: O
     if range.is_some() {
         h.content_range(first, last, len);
     }
-    h.header("X-Cache", b"HIT")
-        .header_u64("Content-Length", last - first + 1);
+    yatagarasu::pipeline::cached::outcome_fields(
+        &mut h,
+        yatagarasu::cache::CacheOutcome::Hit { tier: "memory" },
+    );
+    h.header_u64("Content-Length", last - first + 1);
     if obj.has_explicit_freshness() {
         h.header_u64("Age", obj.age(now).as_secs());
     }

@@ -14,8 +14,8 @@ use yatagarasu_runtime as runtime;
 use crate::admin::{self, health::Health};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::proxy::prepared::Prepared;
-use crate::proxy::{Services, Shard};
+use crate::pipeline::prepared::Prepared;
+use crate::pipeline::{Services, Shard};
 
 /// Runtime options for `cfg.server`.
 pub fn runtime_options(cfg: &Config) -> runtime::Options {

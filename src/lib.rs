@@ -15,7 +15,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod proxy;
+pub mod pipeline;
 pub mod router;
 pub mod s3;
 pub mod upstream;

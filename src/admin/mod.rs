@@ -36,6 +36,8 @@ use subtle::ConstantTimeEq;
 use yatagarasu_runtime::{Control, Snapshot};
 
 use crate::app::Reloader;
+use crate::cache::stats::ShardCacheStats;
+use crate::cache::PurgeScope;
 use crate::config::Config;
 use crate::error::json_body;
 use crate::http::path::{decode_path, normalize_path, split_target};
@@ -45,8 +47,8 @@ use crate::http::server::{
     request_id_for, serve, Conn, NeverDrains, Outcome, ServerSettings, Service,
 };
 use crate::metrics::Metrics;
-use crate::proxy::prepared::Prepared;
-use crate::proxy::{PurgeScope, Shard, ShardCacheStats};
+use crate::pipeline::prepared::Prepared;
+use crate::pipeline::Shard;
 use health::Health;
 
 /// Admin connections served at once; more are closed on accept.
@@ -89,6 +91,8 @@ pub fn start(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     yatagarasu_runtime::spawn_control_thread("admin", move || async move {
         monoio::spawn(probe::run(state.snapshot.clone(), state.health.clone()));
+        // The process-wide JWKS fetcher lives here too, off the shards.
+        monoio::spawn(crate::auth::fetcher::run(state.snapshot.clone()));
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {

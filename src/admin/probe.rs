@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use yatagarasu_runtime::Snapshot;
 
 use super::health::{Health, ProbeState};
-use crate::proxy::prepared::Prepared;
-use crate::proxy::{bucket_object_target, signed_request_head, signer_for, upstream_target};
+use crate::pipeline::prepared::Prepared;
+use crate::s3::request::{signer_for, upstream_target, Backend, ObjectRequest};
 use crate::upstream::Upstream;
 
 /// Time between two probe rounds.
@@ -66,12 +66,16 @@ async fn round(upstream: &Rc<Upstream>, prepared: &Arc<Prepared>, health: &Arc<H
 /// One `HEAD bucket` to bucket `index`'s endpoint.
 async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeState {
     let bucket = &prepared.config.buckets[index];
-    let (host, uri) = bucket_object_target(bucket, b"");
-    let mut req = signed_request_head(&signer_for(bucket), "HEAD", &host, &uri, "");
-    req.extend_from_slice(b"\r\n");
     let pool_key: Rc<str> = Rc::from(prepared.buckets[index].pool_key.as_str());
-    let target = upstream_target(bucket, &prepared.buckets[index], &pool_key);
-    match upstream.send(&target, &mut req, true).await {
+    let signer = signer_for(bucket);
+    let backend = Backend {
+        bucket,
+        signer: &signer,
+        target: upstream_target(bucket, &prepared.buckets[index], &pool_key),
+    };
+    // HEAD of the bucket itself (empty key).
+    let req = ObjectRequest::new("HEAD", b"", None);
+    match upstream.send_object(&backend, &req).await {
         Ok(resp) if resp.status >= 500 => {
             ProbeState::Failed(format!("S3 answered {}", resp.status))
         }

@@ -1,7 +1,8 @@
 //! The JWKS (RFC 7517) of one `jwks_url`: [`JwksStore`] holds the current signature keys,
 //! shared by every shard, and [`fetch_jwks`] downloads a key set with our own upstream client.
 //!
-//! Process layout (issue 3): one fetcher for the whole process fetches at startup, every
+//! Process layout: one fetcher for the whole process ([`super::fetcher`], on the admin control
+//! thread, off the shards) fetches at startup, every
 //! `jwks_refresh_seconds`, and early when a shard saw a token whose `kid` is unknown
 //! ([`JwksStore::note_unknown_kid`], rate-limited to one refresh per
 //! [`UNKNOWN_KID_REFRESH_SECONDS`]); a failed fetch keeps the old keys. Shards only read.

@@ -24,6 +24,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod fetcher;
 pub mod jwks;
 pub mod keys;
 

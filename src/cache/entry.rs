@@ -269,7 +269,7 @@ impl CachedObject {
 
     /// Whether the stored response gave its own relative freshness lifetime: a `Cache-Control`
     /// `max-age` or `s-maxage` directive, valid or not (RFC 9111 sections 5.2.2.1, 5.2.2.10).
-    /// A hit sends `Age` only then (the Age rule in `proxy::headers`): without it, a shared cache
+    /// A hit sends `Age` only then (the Age rule in `pipeline::headers`): without it, a shared cache
     /// in front would subtract our Age from its own default lifetime and never store the object.
     /// One pass over the stored headers, no allocation.
     pub fn has_explicit_freshness(&self) -> bool {

@@ -6,36 +6,13 @@
 //! precondition evaluation and one Range selection (a few header probes, no allocation). Everything
 //! here is synchronous and `!Send` by design: each core owns its tiers and never shares them
 //! (DESIGN section 2). The async pipeline (fill while streaming, bounded single-flight waits,
-//! revalidation requests) lives in `proxy/` and drives these types.
+//! revalidation requests) lives in `pipeline/` and drives these types.
 //!
 //! # The cache-tier contract
 //!
-//! A *tier* is one place an object can be kept: the per-core memory shard ([`MemoryShard`]), the
-//! per-core io_uring disk shard and the shared Redis tier (both to come). Every tier, present and
-//! future, guarantees the following; the pipeline relies on nothing else.
-//!
-//! 1. **An entry is a complete 200 response to a GET.** Its body is the whole representation and
-//!    its length equals the origin's `Content-Length`. Partial bodies (206, aborted transfers,
-//!    length mismatches), HEAD responses, errors and responses [`storable_ttl`] refuses are never
-//!    stored. The pipeline checks the length before inserting; a tier that reads an entry back
-//!    from storage (disk, Redis) checks it again and treats a mismatch as a miss.
-//! 2. **Entries are immutable once inserted.** A [`CachedObject`] is never modified in place: a
-//!    revalidation builds a new object ([`CachedObject::refreshed`], sharing the body) and inserts
-//!    it under the same key, replacing the old one. Readers holding the old `Rc` keep a
-//!    consistent (headers, body) pair until they finish.
-//! 3. **A tier may drop any entry at any time** (eviction, purge, restart, Redis expiry, a full
-//!    disk). Nothing may assume an inserted entry is still present, and no correctness property
-//!    may depend on a hit.
-//! 4. **Lookups never block the shard.** Memory lookups are plain function calls; disk and Redis
-//!    lookups are io_uring / socket operations awaited with a deadline (Redis:
-//!    `cache.redis.timeout_ms`), never blocking syscalls on the core.
-//! 5. **A failing tier degrades to a miss, never an error to the client.** I/O errors, corrupt or
-//!    truncated entries, timeouts and decode failures are counted and logged, then the request
-//!    proceeds as a miss (to the next tier, then to S3).
-//! 6. **Keys identify a representation, not a request.** A [`CacheKey`] is (bucket name, object
-//!    key, versionId); it never contains a token, signature, `Authorization` value or any other
-//!    query parameter. Authorization (JWT) runs before every lookup, so a hit on a private
-//!    bucket still needs a valid token.
+//! Written on the [`tier::Tier`] trait in `tier.rs`: what every tier guarantees, what the
+//! caller guarantees, and what each operation costs. [`tiered::Tiered`] consults the tiers in
+//! order, promotes hits and fills every tier; the pipeline talks to nothing else.
 //!
 //! # What a lookup promises
 //!
@@ -64,10 +41,17 @@
 pub mod conditional;
 pub mod entry;
 pub mod memory;
+pub mod outcome;
 pub mod single_flight;
+pub mod stats;
+pub mod tier;
+pub mod tiered;
 
 pub use conditional::{evaluate, select_range, Precondition, RangeResult};
 pub(crate) use entry::http_date;
 pub use entry::{storable_ttl, CacheKey, CacheKeyRef, CachedObject, STORED_HEADERS};
 pub use memory::MemoryShard;
+pub use outcome::CacheOutcome;
 pub use single_flight::{Flight, LeaderGuard, SingleFlight, Waiter};
+pub use tier::{PurgeScope, Tier};
+pub use tiered::Tiered;

@@ -146,6 +146,18 @@ impl Upstream {
             })
     }
 
+    /// Sign `req` for `backend` (SigV4 with the backend's credentials, its host and canonical
+    /// URI) and send it through [`Upstream::send`]: the backend seam, so a retry on another
+    /// backend signs anew. Errors as [`Upstream::send`].
+    pub async fn send_object<'a>(
+        &'a self,
+        backend: &crate::s3::request::Backend<'_>,
+        req: &crate::s3::request::ObjectRequest<'_>,
+    ) -> Result<Response<'a>, ProxyError> {
+        let mut head = backend.signed_head(req);
+        self.send(&backend.target, &mut head, req.is_head()).await
+    }
+
     /// Resolve, connect and (for HTTPS) handshake within `connect_timeout`.
     async fn connect(&self, t: &Target<'_>) -> Result<UpstreamStream, ProxyError> {
         let deadline = Instant::now() + t.connect_timeout;

@@ -1,5 +1,6 @@
 //! Answering a request from a cached object: conditionals evaluated at the proxy (RFC 9110
-//! section 13.2.2), Range sliced from memory (206/416), HEAD without body, `X-Cache` and `Age`
+//! section 13.2.2), Range sliced from memory (206/416), HEAD without body, `X-Cache`,
+//! `Cache-Status` (both from one [`CacheOutcome`]) and `Age`
 //! (only for responses with their own max-age, see [`super::headers`]), and the bucket's policy
 //! fields (casing, `Cache-Control: private`, CORS) exactly as a miss writes them.
 //!
@@ -12,7 +13,7 @@ use std::time::SystemTime;
 
 use http::Method;
 
-use crate::cache::{evaluate, select_range, CachedObject, Precondition, RangeResult};
+use crate::cache::{evaluate, select_range, CacheOutcome, CachedObject, Precondition, RangeResult};
 
 use crate::http::range::content_range_unsatisfied;
 use crate::http::request::RequestHead;
@@ -34,7 +35,7 @@ pub struct Served {
     pub keep_alive: bool,
 }
 
-/// Answer `head` from `obj`. `x_cache` is `HIT` (or `STALE` when S3 could not be reached to
+/// Answer `head` from `obj`. `outcome` says how (a hit, a revalidated entry, or `STALE` when S3 could not be reached to
 /// revalidate). `policy` is the bucket's: field casing, `Cache-Control: private`, CORS
 /// ([`EdgePolicy`]). `Age` follows the Age rule of [`super::headers`].
 pub async fn serve(
@@ -43,7 +44,7 @@ pub async fn serve(
     dates: &DateCache,
     request_id: &str,
     obj: &CachedObject,
-    x_cache: &'static str,
+    outcome: CacheOutcome,
     policy: &EdgePolicy<'_>,
 ) -> Served {
     let now = SystemTime::now();
@@ -77,7 +78,7 @@ pub async fn serve(
         _ => None,
     };
     if status == 200 {
-        stored_head(head, conn, dates, request_id, obj, len, x_cache, policy);
+        stored_head(head, conn, dates, request_id, obj, len, outcome, policy);
     } else {
         let mut h = ResponseHead::new(&mut conn.wbuf, status);
         h.header("Date", &dates.now());
@@ -113,8 +114,8 @@ pub async fn serve(
             })
             .map(|(_, v)| v.as_bytes());
         policy.object_fields(&mut h, &head.headers, cache_control);
-        // Same field order as a streamed miss: policy fields, X-Cache, Content-Length.
-        h.header("X-Cache", x_cache.as_bytes());
+        // Same field order as a streamed miss: policy fields, cache outcome, Content-Length.
+        outcome_fields(&mut h, outcome);
         match (&error_body, status) {
             (Some(b), _) => {
                 h.header("Content-Type", b"application/json")
@@ -125,7 +126,7 @@ pub async fn serve(
                 h.header_u64("Content-Length", body.len() as u64);
             }
         }
-        // The Age rule (proxy::headers): only with the response's own max-age / s-maxage.
+        // The Age rule (pipeline::headers): only with the response's own max-age / s-maxage.
         if obj.has_explicit_freshness() {
             h.header_u64("Age", obj.age(now).as_secs());
         }
@@ -172,7 +173,7 @@ pub fn stored_head(
     request_id: &str,
     obj: &CachedObject,
     len: u64,
-    x_cache: &'static str,
+    outcome: CacheOutcome,
     policy: &EdgePolicy<'_>,
 ) {
     let mut h = ResponseHead::new(&mut conn.wbuf, 200);
@@ -186,12 +187,22 @@ pub fn stored_head(
         .filter(|(name, _)| *name == http::header::CACHE_CONTROL)
         .map(|(_, v)| v.as_bytes());
     policy.object_fields(&mut h, &head.headers, cache_control);
-    h.header("X-Cache", x_cache.as_bytes())
-        .header_u64("Content-Length", len);
+    outcome_fields(&mut h, outcome);
+    h.header_u64("Content-Length", len);
     if obj.has_explicit_freshness() {
         h.header_u64("Age", obj.age(SystemTime::now()).as_secs());
     }
     h.header("X-Request-Id", request_id.as_bytes())
         .connection(head.version, conn.keep_alive);
     h.finish();
+}
+
+/// `X-Cache` and the RFC 9211 `Cache-Status` of `outcome` (none for [`CacheOutcome::None`]).
+pub fn outcome_fields(h: &mut ResponseHead<'_>, outcome: CacheOutcome) {
+    if let Some(x) = outcome.x_cache() {
+        h.header("X-Cache", x.as_bytes());
+    }
+    if let Some(status) = outcome.cache_status() {
+        h.header("Cache-Status", status.as_bytes());
+    }
 }

@@ -1,0 +1,36 @@
+//! The cache figures of one shard that `GET /admin/cache/stats` reports, built on the shard
+//! (through the control mailbox) from its own counters.
+//!
+//! Not on the hot path: built on request, O(buckets).
+
+/// One shard's memory-cache figures (`GET /admin/cache/stats`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ShardCacheStats {
+    /// Shard index.
+    pub shard: usize,
+    /// The shard's memory capacity (its share of `max_cache_size_mb`), bytes.
+    pub capacity_bytes: u64,
+    /// Per config bucket (only the requested one when filtered), sorted by name.
+    pub buckets: Vec<BucketCacheStats>,
+}
+
+/// One bucket's memory-cache figures on one shard; counters are totals since start.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BucketCacheStats {
+    /// Config bucket name.
+    pub name: String,
+    /// Entries held.
+    pub items: u64,
+    /// Bytes held (entry weights).
+    pub bytes: u64,
+    /// Responses answered from the cache.
+    pub hits: u64,
+    /// Cacheable requests that missed.
+    pub misses: u64,
+    /// Requests that skipped the cache.
+    pub bypasses: u64,
+    /// Entries evicted by capacity.
+    pub evictions: u64,
+    /// Entries admitted.
+    pub inserts: u64,
+}
