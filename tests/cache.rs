@@ -306,3 +306,38 @@ fn expired_entries_are_revalidated_and_changes_are_seen() {
         b"version two, longer\n"
     );
 }
+
+#[test]
+fn cache_status_names_what_the_cache_did() {
+    let proxy = cached_proxy("  shards: 1\n", "");
+    let mut c = proxy.client();
+    let status = |r: &Response| r.header("cache-status").map(str::to_owned);
+    let miss = c.request("GET", "/public/1k.bin", &[]);
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        status(&miss).as_deref(),
+        Some("yatagarasu; fwd=miss; stored")
+    );
+    let hit = c.request("GET", "/public/1k.bin", &[]);
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        status(&hit).as_deref(),
+        Some("yatagarasu; hit; detail=memory")
+    );
+    let ranged = c.request("GET", "/public/1k.bin", &[("Range", "bytes=0-9")]);
+    assert_eq!(ranged.status, 206);
+    assert_eq!(
+        status(&ranged).as_deref(),
+        Some("yatagarasu; hit; detail=memory")
+    );
+    let bypass = c.request("GET", "/public/nostore.txt", &[]);
+    assert_eq!(bypass.header("x-cache"), Some("BYPASS"));
+    assert_eq!(status(&bypass).as_deref(), Some("yatagarasu; fwd=bypass"));
+    let missing = c.request("GET", "/public/no-such-key-cache-status", &[]);
+    assert_eq!(missing.status, 404);
+    assert!(
+        status(&missing).is_none(),
+        "errors carry no Cache-Status: {:?}",
+        missing.headers
+    );
+}

@@ -220,14 +220,24 @@ fn a_stalled_leader_does_not_slow_the_fill_or_other_clients() {
                 (
                     r.status,
                     r.header("x-cache").map(str::to_owned),
+                    r.header("cache-status").map(str::to_owned),
                     sha256_hex(&r.body),
                 )
             })
         })
         .collect();
     for f in followers {
-        let (status, x_cache, sha) = f.join().unwrap();
+        let (status, x_cache, cache_status, sha) = f.join().unwrap();
         assert_eq!(status, 200);
+        // Collapsed into the fill while it runs, or a plain hit once it ended (RGW fills
+        // 100 MiB in well under the 300 ms the leader stalls first): never a fetch of its own.
+        assert!(
+            matches!(
+                cache_status.as_deref(),
+                Some("yatagarasu; fwd=miss; collapsed" | "yatagarasu; hit; detail=memory")
+            ),
+            "{cache_status:?}"
+        );
         assert_eq!(
             x_cache.as_deref(),
             Some("HIT"),
