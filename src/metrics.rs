@@ -26,8 +26,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -516,7 +518,9 @@ pub struct ShardMetrics {
     pub connections: Gauge,
     /// Connections accepted so far.
     pub connections_accepted: Counter,
-    buckets: Mutex<BTreeMap<String, Arc<BucketMetrics>>>,
+    /// Copy-on-write: readers (the shard, the scraper) load without a lock; a new bucket
+    /// replaces the map (once per bucket name and shard).
+    buckets: ArcSwap<BTreeMap<String, Arc<BucketMetrics>>>,
 }
 
 impl ShardMetrics {
@@ -532,27 +536,33 @@ impl ShardMetrics {
             cpu,
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
-            buckets: Mutex::new(BTreeMap::new()),
+            buckets: ArcSwap::from_pointee(BTreeMap::new()),
         }
     }
 
-    /// The metrics of config bucket `name` on this shard, created on first use. Takes a mutex:
-    /// call it once per config generation (or on cache inserts), keep the `Arc`.
+    /// The metrics of config bucket `name` on this shard, created on first use. A lock-free
+    /// load and a map lookup; the first use of a name copies the map. Keep the `Arc` (once
+    /// per config generation) rather than calling this per request.
     pub fn bucket(&self, name: &str) -> Arc<BucketMetrics> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(b) = buckets.get(name) {
+        if let Some(b) = self.buckets.load().get(name) {
             return b.clone();
         }
-        let b = Arc::new(BucketMetrics::default());
-        buckets.insert(name.to_owned(), b.clone());
-        b
+        let fresh = Arc::new(BucketMetrics::default());
+        self.buckets.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            next.entry(name.to_owned()).or_insert_with(|| fresh.clone());
+            next
+        });
+        // Entries are never removed, so the name is in the map now (ours or a racing one).
+        let got = self.buckets.load().get(name).cloned();
+        debug_assert!(got.is_some(), "bucket {name} vanished from the map");
+        got.unwrap_or(fresh)
     }
 
     /// Every bucket with metrics on this shard, by name.
     pub fn buckets(&self) -> Vec<(String, Arc<BucketMetrics>)> {
         self.buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .load()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
@@ -563,7 +573,9 @@ impl ShardMetrics {
 /// Shared (`Arc`) between the shards (registration only), the reload path and the admin thread.
 #[derive(Debug)]
 pub struct Metrics {
-    shards: Mutex<Vec<Arc<ShardMetrics>>>,
+    /// Copy-on-write list, sorted by shard index: written when a shard registers, read by
+    /// the scraper without a lock.
+    shards: ArcSwap<Vec<Arc<ShardMetrics>>>,
     started: Instant,
     /// Current config generation (0 at start, +1 per published reload).
     pub config_generation: AtomicU64,
@@ -578,7 +590,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            shards: Mutex::new(Vec::new()),
+            shards: ArcSwap::from_pointee(Vec::new()),
             started: Instant::now(),
             config_generation: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
@@ -598,19 +610,22 @@ impl Metrics {
         cpu: Option<usize>,
     ) -> Arc<ShardMetrics> {
         let m = Arc::new(ShardMetrics::new(shard, driver, cpu));
-        let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
-        shards.retain(|s| s.shard != shard);
-        shards.push(m.clone());
-        shards.sort_by_key(|s| s.shard);
+        self.shards.rcu(|current| {
+            let mut next: Vec<Arc<ShardMetrics>> = current
+                .iter()
+                .filter(|s| s.shard != shard)
+                .cloned()
+                .collect();
+            next.push(m.clone());
+            next.sort_by_key(|s| s.shard);
+            next
+        });
         m
     }
 
     /// The registered shards, by index.
     pub fn shards(&self) -> Vec<Arc<ShardMetrics>> {
-        self.shards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shards.load().as_ref().clone()
     }
 
     /// Seconds since the metrics (the process) started.
@@ -1071,6 +1086,40 @@ mod tests {
             text.matches("yatagarasu_upstream_errors_total{").count(),
             3,
             "only codes with a count are emitted:\n{text}"
+        );
+    }
+
+    #[test]
+    fn bucket_is_created_once_per_name_even_when_racing() {
+        let shard = Arc::new(ShardMetrics::standalone());
+        let names: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+        let got: Vec<Vec<Arc<BucketMetrics>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| names.iter().map(|n| shard.bucket(n)).collect()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        for (i, name) in names.iter().enumerate() {
+            let first = &got[0][i];
+            for per_thread in &got[1..] {
+                assert!(Arc::ptr_eq(first, &per_thread[i]), "{name}: two entries");
+            }
+            assert!(Arc::ptr_eq(first, &shard.bucket(name)));
+        }
+        assert_eq!(shard.buckets().len(), names.len());
+        let m = Metrics::default();
+        m.register_shard(1, "epoll", None);
+        m.register_shard(0, "io_uring", None);
+        m.register_shard(1, "io_uring", None);
+        let listed: Vec<(usize, String)> = m
+            .shards()
+            .iter()
+            .map(|s| (s.shard, s.driver.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![(0, "io_uring".to_owned()), (1, "io_uring".to_owned())],
+            "sorted, re-registration replaces"
         );
     }
 
