@@ -861,4 +861,14 @@ fn a_missing_key_logs_only_its_access_line_and_text_logs_carry_no_colour() {
         !log.contains('\u{1b}'),
         "escape codes in a piped log: {log:?}"
     );
+    // The harness's driver rule holds for this process too.
+    let listening = log
+        .lines()
+        .find(|l| l.contains("yatagarasu listening"))
+        .unwrap_or_default();
+    let shard_drivers = drivers::from_text_line(listening)
+        .unwrap_or_else(|| panic!("no drivers= in the text startup line: {listening:?}"));
+    if let Err(e) = drivers::check(shard_drivers, drivers::expectation(&[])) {
+        panic!("{e}; log:\n{log}");
+    }
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{eventually, opts, wait_bounded, IO_TIMEOUT};
+use common::{assert_drivers, eventually, opts, wait_bounded, IO_TIMEOUT};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use yatagarasu_runtime::{start, Options, Server, ShardContext};
 
@@ -39,12 +39,15 @@ async fn handle(_state: Rc<()>, ctx: ShardContext, mut stream: monoio::net::TcpS
 }
 
 fn server(o: Options) -> Server<()> {
-    start(
+    let force_legacy = o.force_legacy;
+    let server = start(
         o,
         |_ctx: &ShardContext| (),
         |state, ctx, stream, _peer| handle(state, ctx, stream),
     )
-    .expect("start")
+    .expect("start");
+    assert_drivers(&server, force_legacy);
+    server
 }
 
 fn connect_and_send(addr: std::net::SocketAddr, msg: &str) -> TcpStream {

@@ -5,7 +5,7 @@ mod common;
 
 use std::{rc::Rc, time::Duration};
 
-use common::{opts, request, wait_bounded};
+use common::{assert_drivers, opts, request, wait_bounded};
 use monoio::io::AsyncWriteRentExt;
 use yatagarasu_runtime::{legacy_forced_by_env, start, Driver, ShardContext};
 
@@ -23,6 +23,7 @@ fn env_variable_forces_epoll_on_every_shard() {
         },
     )
     .expect("start");
+    assert_drivers(&server, false);
     assert!(server.shards().iter().all(|s| s.driver == Driver::Legacy));
     for _ in 0..10 {
         assert_eq!(

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{eventually, opts, request, wait_bounded};
+use common::{assert_drivers, eventually, opts, request, wait_bounded};
 use monoio::io::AsyncWriteRentExt;
 use yatagarasu_runtime::{install_signal_handlers, start, RuntimeError, ShardContext};
 
@@ -33,6 +33,7 @@ fn sighup_reloads_and_sigterm_drains() {
         },
     )
     .expect("start");
+    assert_drivers(&server, false);
     let reloads = Arc::new(AtomicUsize::new(0));
     let r2 = Arc::clone(&reloads);
     install_signal_handlers(&server, move || {

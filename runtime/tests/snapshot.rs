@@ -5,7 +5,7 @@ mod common;
 
 use std::{rc::Rc, time::Duration};
 
-use common::{opts, request, wait_bounded};
+use common::{assert_drivers, opts, request, wait_bounded};
 use monoio::io::AsyncWriteRentExt;
 use yatagarasu_runtime::{start, ShardContext, Snapshot};
 
@@ -26,6 +26,7 @@ fn every_shard_sees_a_stored_snapshot() {
         },
     )
     .expect("start");
+    assert_drivers(&server, false);
     let addr = server.local_addr();
     for _ in 0..20 {
         let reply = request(addr, "").expect("served");
