@@ -1010,6 +1010,8 @@ impl Collector for Scrape {
 /// Resident set size in bytes (`VmRSS` of `/proc/self/status`, reported in kB whatever the page
 /// size) and open fds (`/proc/self/fd` entries, minus the one reading it); -1 where `/proc`
 /// cannot be read. Blocking: admin thread only.
+// Off the shards: called by the scraper on the admin thread.
+#[allow(clippy::disallowed_methods)]
 pub fn process_usage() -> (i64, i64) {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -1,6 +1,9 @@
 //! Tests of the integration harness's own rules (tests/common): the driver rule that makes an
 //! io_uring run fail when a shard fell back to epoll. Pure functions; needs no backend.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 #[path = "common/drivers.rs"]
 mod drivers;
 

@@ -2,6 +2,9 @@
 //! real Ceph RGW, over real sockets. `tests/support/run-tests.sh` runs this file with 1 and 2
 //! shards and with the io_uring and epoll drivers.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::io::Read;

@@ -3,6 +3,9 @@
 //! `stop_now()` cuts the grace short. Each test runs under both drivers (io_uring where
 //! available, and forced epoll) and is bounded by `wait_bounded` and read timeouts.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{

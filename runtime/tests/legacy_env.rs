@@ -1,6 +1,9 @@
 //! `MONOIO_FORCE_LEGACY_DRIVER=1` forces the epoll driver. Its own test binary (one
 //! process) because it sets a process-wide environment variable before any runtime exists.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{rc::Rc, time::Duration};

@@ -3,6 +3,9 @@
 //! connection limit and startup errors. Every test is bounded by client read timeouts and
 //! `wait_bounded`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{

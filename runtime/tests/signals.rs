@@ -2,6 +2,9 @@
 //! because the handlers are process-wide; the signals are sent to this process with
 //! `kill(getpid(), ..)`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{

@@ -1,6 +1,9 @@
 //! A `Snapshot` published from the main thread is seen by every shard on its next load,
 //! with its generation: the config-reload path, end to end over real sockets.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{rc::Rc, time::Duration};
