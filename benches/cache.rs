@@ -13,6 +13,9 @@
 //! 1 MiB entries costs 1 MiB of RAM: the shard weighs by length, and get/insert never touch the
 //! body bytes, so the timings are those of real entries.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};

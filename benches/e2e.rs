@@ -20,6 +20,9 @@
 //! Not shipped code. Cost: a proxy (shard thread, admin thread) runs for the life of the bench
 //! process; the timings use the system allocator (through the counting wrapper), not mimalloc.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -11,6 +11,9 @@
 //! Not shipped code; costs nothing at run time. Run:
 //! `cargo bench --bench http_parse -- --warm-up-time 1 --measurement-time 2`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 

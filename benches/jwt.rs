@@ -10,6 +10,9 @@
 //! Not shipped code. Keys are the committed test fixtures in `tests/fixtures/jwt`. Run with
 //! `cargo bench --bench jwt -- --warm-up-time 1 --measurement-time 2`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::hint::black_box;
 use std::path::PathBuf;
 

@@ -8,6 +8,9 @@
 //!
 //! Not shipped code. Run: `cargo bench --bench router -- --warm-up-time 1 --measurement-time 2`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, BenchmarkId, Criterion};

@@ -6,9 +6,10 @@
 //! per config bucket name; only that shard writes them, so an update is a relaxed load and
 //! store of a core-private cache line (~1 ns, no `lock` prefix, no contention). The scraper
 //! reads them with relaxed loads from the admin thread: a scrape may see one request's
-//! counters half-updated, never a torn value. Bucket lookup by name takes a mutex; the proxy
-//! does it once per config generation and bucket (and the cache on inserts and evictions),
-//! never per hit.
+//! counters half-updated, never a torn value. Bucket lookup by name is a lock-free load of a
+//! copy-on-write map (`arc_swap`) and a string lookup; the proxy does it once per config
+//! generation and bucket (and the cache on inserts and evictions), never per hit. Creating a
+//! bucket's entry copies the map (once per bucket and shard).
 //!
 //! Cold path (scrape): O(shards x buckets) loads and one text buffer (~100 bytes per series).
 //! Series are summed over shards, except those that describe a shard (`shard` label). Labels
@@ -17,15 +18,18 @@
 //! process restarts.
 //!
 //! Label values are untrusted text (an S3 error code is whatever the origin wrote): an error
-//! code is bounded when it is recorded ([`label_safe_code`]: `[A-Za-z0-9_]`, at most
-//! [`MAX_CODE_LABEL_BYTES`], else `other`), and every label value is escaped per OpenMetrics
-//! when it is written ([`escape_label_value`]), which prometheus-client 0.24 does not do itself
-//! (its text `LabelValueEncoder` writes values raw; upstream issue prometheus/client_rust#151).
+//! code is counted under one of the fixed [`UPSTREAM_ERROR_CODES`] (binary search, no lock, no
+//! allocation; anything else is `other`), so the `code` label has at most 64 values, each of
+//! which passes [`label_safe_code`]; and every label value is escaped per OpenMetrics when it is
+//! written ([`escape_label_value`]), which prometheus-client 0.24 does not do itself (its text
+//! `LabelValueEncoder` writes values raw; upstream issue prometheus/client_rust#151).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -152,8 +156,9 @@ pub struct BucketMetrics {
     /// Time from sending an S3 request to its response head.
     pub upstream_duration: Histogram,
     /// S3 failures by code: the S3 error code of 4xx/5xx answers (`NoSuchKey`, `SlowDown`...,
-    /// `http_<status>` without an XML body), or `timeout` / `transport` for failures to get an answer.
-    upstream_errors: Mutex<BTreeMap<String, u64>>,
+    /// `http_<status>` without an XML body), or `timeout` / `transport` for failures to get an
+    /// answer; one counter per [`UPSTREAM_ERROR_CODES`] entry.
+    pub upstream_errors: UpstreamErrors,
     /// Responses answered from the cache (HIT and STALE).
     pub cache_hits: Counter,
     /// Cacheable requests no tier could answer.
@@ -201,21 +206,20 @@ impl BucketMetrics {
         self.duration.observe(elapsed);
     }
 
-    /// Count one failed S3 exchange under `code` (see the field doc), bounded by
-    /// [`label_safe_code`] (anything else is counted as `other`). Takes a mutex: error path only.
+    /// Count one failed S3 exchange under `code` (see [`UpstreamErrors::record`]): a lookup in
+    /// a fixed table and one single-writer counter store, no lock, no allocation. Call only
+    /// from the owning shard.
+    #[inline]
     pub fn record_upstream_error(&self, code: &str) {
-        let code = label_safe_code(code);
-        let mut errors = self
-            .upstream_errors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Bounded: S3 defines ~100 codes; anything past 256 distinct ones is folded.
-        let code = if errors.len() >= 256 && !errors.contains_key(code) {
-            "other"
-        } else {
-            code
-        };
-        *errors.entry(code.to_owned()).or_insert(0) += 1;
+        self.upstream_errors.record(code);
+    }
+
+    /// Count one failed S3 exchange that had no S3 error code, as `http_<status>` (see
+    /// [`UpstreamErrors::record_status`]); the allocation-free form of
+    /// `record_upstream_error(&format!("http_{status}"))`.
+    #[inline]
+    pub fn record_upstream_status(&self, status: u16) {
+        self.upstream_errors.record_status(status);
     }
 
     /// Responses counted so far with this method index and status class index.
@@ -223,13 +227,230 @@ impl BucketMetrics {
         self.requests[method][class].get()
     }
 
-    fn upstream_errors(&self) -> Vec<(String, u64)> {
-        self.upstream_errors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The non-zero upstream error counts, by code (table order).
+    pub fn upstream_errors(&self) -> Vec<(&'static str, u64)> {
+        UPSTREAM_ERROR_CODES
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .zip(&self.upstream_errors.0)
+            .map(|(code, c)| (*code, c.get()))
+            .filter(|&(_, n)| n > 0)
             .collect()
+    }
+}
+
+/// The `code` label values of `yatagarasu_upstream_errors_total`, sorted by bytes (checked at
+/// compile time) so [`upstream_error_index`] can binary-search them. An S3 error code, or one of
+/// ours, that is not listed is counted as `other`.
+///
+/// Chosen from the AWS S3 error code list (S3 API reference, "Error responses", "List of error
+/// codes") for what a read path (signed GET/HEAD of an object, path or virtual-host addressing)
+/// can get back, plus the codes a write path would add first (`BadDigest`, `EntityTooLarge`):
+/// - credentials and signing: `AccessDenied`, `AccountProblem`, `AllAccessDisabled`,
+///   `AuthorizationHeaderMalformed` (wrong region in the scope), `ExpiredToken`,
+///   `InvalidAccessKeyId`, `InvalidSecurity`, `InvalidToken`, `MissingSecurityHeader`,
+///   `NotSignedUp`, `RequestTimeTooSkewed`, `SignatureDoesNotMatch`, `TokenRefreshRequired`, and
+///   Ceph RGW's `UserSuspended`;
+/// - the object and bucket: `NoSuchBucket`, `NoSuchKey`, `NoSuchVersion`, `InvalidObjectState`
+///   (an archived object), `InvalidBucketName`, `KeyTooLongError`, `InvalidURI`;
+/// - the request: `InvalidArgument`, `InvalidRequest`, `InvalidRange`, `PreconditionFailed`,
+///   `MethodNotAllowed`, `NotImplemented`, `RequestTimeout`, `OperationAborted`;
+/// - redirects (wrong endpoint or region): `PermanentRedirect`, `Redirect`, `TemporaryRedirect`;
+/// - the service: `InternalError`, `ServiceUnavailable`, `SlowDown`;
+/// - ours: `http_<status>` for an answer without an S3 error body (every HEAD error) with the
+///   statuses S3 and its proxies answer (301 302 307 400 401 403 404 405 408 409 411 412 416 429
+///   500 501 502 503 504), `http_1xx`..`http_5xx` for any other status of that class, `timeout`
+///   and `transport` for exchanges that got no answer, and `other`.
+///
+/// 64 entries: 512 bytes of counters per bucket and shard.
+pub const UPSTREAM_ERROR_CODES: [&str; 64] = [
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "BadDigest",
+    "EntityTooLarge",
+    "ExpiredToken",
+    "InternalError",
+    "InvalidAccessKeyId",
+    "InvalidArgument",
+    "InvalidBucketName",
+    "InvalidObjectState",
+    "InvalidRange",
+    "InvalidRequest",
+    "InvalidSecurity",
+    "InvalidToken",
+    "InvalidURI",
+    "KeyTooLongError",
+    "MethodNotAllowed",
+    "MissingSecurityHeader",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NoSuchVersion",
+    "NotImplemented",
+    "NotSignedUp",
+    "OperationAborted",
+    "PermanentRedirect",
+    "PreconditionFailed",
+    "Redirect",
+    "RequestTimeTooSkewed",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "SignatureDoesNotMatch",
+    "SlowDown",
+    "TemporaryRedirect",
+    "TokenRefreshRequired",
+    "UserSuspended",
+    "http_1xx",
+    "http_2xx",
+    "http_301",
+    "http_302",
+    "http_307",
+    "http_3xx",
+    "http_400",
+    "http_401",
+    "http_403",
+    "http_404",
+    "http_405",
+    "http_408",
+    "http_409",
+    "http_411",
+    "http_412",
+    "http_416",
+    "http_429",
+    "http_4xx",
+    "http_500",
+    "http_501",
+    "http_502",
+    "http_503",
+    "http_504",
+    "http_5xx",
+    "other",
+    "timeout",
+    "transport",
+];
+
+/// `a < b` by bytes, usable in a constant.
+const fn bytes_less(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut i = 0;
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    a.len() < b.len()
+}
+
+/// Index of `name` in [`UPSTREAM_ERROR_CODES`]; fails the build when it is absent.
+const fn code_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < UPSTREAM_ERROR_CODES.len() {
+        let c = UPSTREAM_ERROR_CODES[i];
+        if !bytes_less(c, name) && !bytes_less(name, c) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("code missing from UPSTREAM_ERROR_CODES");
+}
+
+// The table is strictly sorted (so binary search finds every entry) and every entry is a safe
+// label value: checked when the crate is built.
+const _: () = {
+    let mut i = 0;
+    while i < UPSTREAM_ERROR_CODES.len() {
+        let c = UPSTREAM_ERROR_CODES[i].as_bytes();
+        assert!(!c.is_empty() && c.len() <= MAX_CODE_LABEL_BYTES);
+        let mut j = 0;
+        while j < c.len() {
+            assert!(c[j].is_ascii_alphanumeric() || c[j] == b'_');
+            j += 1;
+        }
+        if i > 0 {
+            assert!(bytes_less(
+                UPSTREAM_ERROR_CODES[i - 1],
+                UPSTREAM_ERROR_CODES[i]
+            ));
+        }
+        i += 1;
+    }
+};
+
+/// Index of `other` in [`UPSTREAM_ERROR_CODES`].
+const OTHER: usize = code_index("other");
+
+/// Indices of `http_1xx`..`http_5xx` in [`UPSTREAM_ERROR_CODES`].
+const HTTP_CLASSES: [usize; 5] = [
+    code_index("http_1xx"),
+    code_index("http_2xx"),
+    code_index("http_3xx"),
+    code_index("http_4xx"),
+    code_index("http_5xx"),
+];
+
+/// The [`UPSTREAM_ERROR_CODES`] index that counts `code`: its own entry when listed; for an
+/// unlisted `http_NNN` (status 100-599) the entry of its class (`http_4xx`...); else `other`.
+/// A binary search over 64 entries (at most 7 string comparisons), no allocation.
+pub fn upstream_error_index(code: &str) -> usize {
+    if let Ok(i) = UPSTREAM_ERROR_CODES.binary_search(&code) {
+        return i;
+    }
+    match code.strip_prefix("http_").map(str::as_bytes) {
+        Some(&[c @ b'1'..=b'5', d, u]) if d.is_ascii_digit() && u.is_ascii_digit() => {
+            HTTP_CLASSES[usize::from(c - b'1')]
+        }
+        _ => OTHER,
+    }
+}
+
+/// Failed S3 exchanges of one bucket on one shard, one single-writer [`Counter`] per
+/// [`UPSTREAM_ERROR_CODES`] entry (same index).
+#[derive(Debug)]
+pub struct UpstreamErrors([Counter; UPSTREAM_ERROR_CODES.len()]);
+
+impl Default for UpstreamErrors {
+    fn default() -> Self {
+        UpstreamErrors(std::array::from_fn(|_| Counter::default()))
+    }
+}
+
+impl UpstreamErrors {
+    /// Count one failure under `code` ([`upstream_error_index`]: unknown codes count as
+    /// `other`). Call only from the owning shard.
+    #[inline]
+    pub fn record(&self, code: &str) {
+        self.0[upstream_error_index(code)].inc();
+    }
+
+    /// Count one failure without an S3 error code as `http_<status>` (or its class entry, or
+    /// `other` outside 100-599). No formatting, no allocation.
+    #[inline]
+    pub fn record_status(&self, status: u16) {
+        let mut name = *b"http_000";
+        let digits = [status / 100 % 10, status / 10 % 10, status % 10];
+        for (b, d) in name[5..].iter_mut().zip(digits) {
+            // d < 10: the cast cannot truncate.
+            *b = b'0' + d as u8;
+        }
+        let code = if status > 999 {
+            "other"
+        } else {
+            // ASCII by construction.
+            std::str::from_utf8(&name).unwrap_or("other")
+        };
+        self.record(code);
+    }
+
+    /// The count under [`UPSTREAM_ERROR_CODES`]`[index]`; 0 past the end.
+    pub fn get(&self, index: usize) -> u64 {
+        self.0.get(index).map_or(0, Counter::get)
+    }
+
+    fn add_into(&self, acc: &mut [u64; UPSTREAM_ERROR_CODES.len()]) {
+        for (a, c) in acc.iter_mut().zip(&self.0) {
+            *a += c.get();
+        }
     }
 }
 
@@ -297,7 +518,9 @@ pub struct ShardMetrics {
     pub connections: Gauge,
     /// Connections accepted so far.
     pub connections_accepted: Counter,
-    buckets: Mutex<BTreeMap<String, Arc<BucketMetrics>>>,
+    /// Copy-on-write: readers (the shard, the scraper) load without a lock; a new bucket
+    /// replaces the map (once per bucket name and shard).
+    buckets: ArcSwap<BTreeMap<String, Arc<BucketMetrics>>>,
 }
 
 impl ShardMetrics {
@@ -313,27 +536,33 @@ impl ShardMetrics {
             cpu,
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
-            buckets: Mutex::new(BTreeMap::new()),
+            buckets: ArcSwap::from_pointee(BTreeMap::new()),
         }
     }
 
-    /// The metrics of config bucket `name` on this shard, created on first use. Takes a mutex:
-    /// call it once per config generation (or on cache inserts), keep the `Arc`.
+    /// The metrics of config bucket `name` on this shard, created on first use. A lock-free
+    /// load and a map lookup; the first use of a name copies the map. Keep the `Arc` (once
+    /// per config generation) rather than calling this per request.
     pub fn bucket(&self, name: &str) -> Arc<BucketMetrics> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(b) = buckets.get(name) {
+        if let Some(b) = self.buckets.load().get(name) {
             return b.clone();
         }
-        let b = Arc::new(BucketMetrics::default());
-        buckets.insert(name.to_owned(), b.clone());
-        b
+        let fresh = Arc::new(BucketMetrics::default());
+        self.buckets.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            next.entry(name.to_owned()).or_insert_with(|| fresh.clone());
+            next
+        });
+        // Entries are never removed, so the name is in the map now (ours or a racing one).
+        let got = self.buckets.load().get(name).cloned();
+        debug_assert!(got.is_some(), "bucket {name} vanished from the map");
+        got.unwrap_or(fresh)
     }
 
     /// Every bucket with metrics on this shard, by name.
     pub fn buckets(&self) -> Vec<(String, Arc<BucketMetrics>)> {
         self.buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .load()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
@@ -344,7 +573,9 @@ impl ShardMetrics {
 /// Shared (`Arc`) between the shards (registration only), the reload path and the admin thread.
 #[derive(Debug)]
 pub struct Metrics {
-    shards: Mutex<Vec<Arc<ShardMetrics>>>,
+    /// Copy-on-write list, sorted by shard index: written when a shard registers, read by
+    /// the scraper without a lock.
+    shards: ArcSwap<Vec<Arc<ShardMetrics>>>,
     started: Instant,
     /// Current config generation (0 at start, +1 per published reload).
     pub config_generation: AtomicU64,
@@ -359,7 +590,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            shards: Mutex::new(Vec::new()),
+            shards: ArcSwap::from_pointee(Vec::new()),
             started: Instant::now(),
             config_generation: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
@@ -379,19 +610,22 @@ impl Metrics {
         cpu: Option<usize>,
     ) -> Arc<ShardMetrics> {
         let m = Arc::new(ShardMetrics::new(shard, driver, cpu));
-        let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
-        shards.retain(|s| s.shard != shard);
-        shards.push(m.clone());
-        shards.sort_by_key(|s| s.shard);
+        self.shards.rcu(|current| {
+            let mut next: Vec<Arc<ShardMetrics>> = current
+                .iter()
+                .filter(|s| s.shard != shard)
+                .cloned()
+                .collect();
+            next.push(m.clone());
+            next.sort_by_key(|s| s.shard);
+            next
+        });
         m
     }
 
     /// The registered shards, by index.
     pub fn shards(&self) -> Vec<Arc<ShardMetrics>> {
-        self.shards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shards.load().as_ref().clone()
     }
 
     /// Seconds since the metrics (the process) started.
@@ -531,17 +765,32 @@ const CACHE_COUNTERS: [CacheCounter; 12] = [
 ];
 
 /// Per-bucket sums over shards.
-#[derive(Default)]
 struct BucketSums {
     requests: [[u64; 5]; 3],
     duration: HistogramSnapshot,
     bytes_sent: u64,
     upstream_requests: u64,
     upstream_duration: HistogramSnapshot,
-    upstream_errors: BTreeMap<String, u64>,
+    upstream_errors: [u64; UPSTREAM_ERROR_CODES.len()],
     cache: [u64; CACHE_COUNTERS.len()],
     cache_items: i64,
     cache_bytes: i64,
+}
+
+impl Default for BucketSums {
+    fn default() -> Self {
+        BucketSums {
+            requests: Default::default(),
+            duration: HistogramSnapshot::default(),
+            bytes_sent: 0,
+            upstream_requests: 0,
+            upstream_duration: HistogramSnapshot::default(),
+            upstream_errors: [0; UPSTREAM_ERROR_CODES.len()],
+            cache: Default::default(),
+            cache_items: 0,
+            cache_bytes: 0,
+        }
+    }
 }
 
 impl Collector for Scrape {
@@ -561,9 +810,7 @@ impl Collector for Scrape {
                 acc.bytes_sent += b.bytes_sent.get();
                 acc.upstream_requests += b.upstream_requests.get();
                 b.upstream_duration.add_into(&mut acc.upstream_duration);
-                for (code, n) in b.upstream_errors() {
-                    *acc.upstream_errors.entry(code).or_insert(0) += n;
-                }
+                b.upstream_errors.add_into(&mut acc.upstream_errors);
                 for (a, (_, _, read)) in acc.cache.iter_mut().zip(CACHE_COUNTERS) {
                     *a += read(&b);
                 }
@@ -605,8 +852,10 @@ impl Collector for Scrape {
             }
             up_requests.push((b.clone(), s.upstream_requests));
             up_durations.push((b.clone(), s.upstream_duration));
-            for (code, n) in &s.upstream_errors {
-                up_errors.push((vec![("bucket", name.as_str()), ("code", code.as_str())], *n));
+            for (code, &n) in UPSTREAM_ERROR_CODES.iter().zip(&s.upstream_errors) {
+                if n > 0 {
+                    up_errors.push((vec![("bucket", name.as_str()), ("code", *code)], n));
+                }
             }
             let layer = vec![("bucket", name.as_str()), ("layer", "memory")];
             for (series, v) in cache.iter_mut().zip(s.cache) {
@@ -648,7 +897,7 @@ impl Collector for Scrape {
         counter(
             &mut enc,
             "upstream_errors",
-            "Failed S3 exchanges by bucket and S3 error code (or connect/timeout/io/tls/protocol).",
+            "Failed S3 exchanges by bucket and S3 error code (or http_<status>, timeout, transport, other).",
             &up_errors,
         )?;
         for ((name, help, _), series) in CACHE_COUNTERS.iter().zip(&cache) {
@@ -761,6 +1010,8 @@ impl Collector for Scrape {
 /// Resident set size in bytes (`VmRSS` of `/proc/self/status`, reported in kB whatever the page
 /// size) and open fds (`/proc/self/fd` entries, minus the one reading it); -1 where `/proc`
 /// cannot be read. Blocking: admin thread only.
+// Off the shards: called by the scraper on the admin thread.
+#[allow(clippy::disallowed_methods)]
 pub fn process_usage() -> (i64, i64) {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -808,6 +1059,8 @@ mod tests {
             .record_request(&http::Method::HEAD, 404, Duration::from_millis(1));
         a.bucket("public").record_upstream_error("NoSuchKey");
         b.bucket("public").record_upstream_error("NoSuchKey");
+        b.bucket("public").record_upstream_error("timeout");
+        a.bucket("public").record_upstream_status(502);
         a.connections.add(3);
         let text = m.render();
         for line in [
@@ -815,6 +1068,10 @@ mod tests {
             "yatagarasu_requests_total{bucket=\"public\",method=\"HEAD\",status_class=\"4xx\"} 1",
             "yatagarasu_response_body_bytes_total{bucket=\"public\"} 2048",
             "yatagarasu_upstream_errors_total{bucket=\"public\",code=\"NoSuchKey\"} 2",
+            // Table order, which is the byte order the old map rendered in.
+            "yatagarasu_upstream_errors_total{bucket=\"public\",code=\"NoSuchKey\"} 2\n\
+             yatagarasu_upstream_errors_total{bucket=\"public\",code=\"http_502\"} 1\n\
+             yatagarasu_upstream_errors_total{bucket=\"public\",code=\"timeout\"} 1\n",
             "yatagarasu_cache_hits_total{bucket=\"public\",layer=\"memory\"} 2",
             "yatagarasu_request_duration_seconds_count{bucket=\"public\"} 3",
             "yatagarasu_request_duration_seconds_bucket{le=\"+Inf\",bucket=\"public\"} 3",
@@ -827,6 +1084,45 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        assert_eq!(
+            text.matches("yatagarasu_upstream_errors_total{").count(),
+            3,
+            "only codes with a count are emitted:\n{text}"
+        );
+    }
+
+    #[test]
+    fn bucket_is_created_once_per_name_even_when_racing() {
+        let shard = Arc::new(ShardMetrics::standalone());
+        let names: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+        let got: Vec<Vec<Arc<BucketMetrics>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| names.iter().map(|n| shard.bucket(n)).collect()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        for (i, name) in names.iter().enumerate() {
+            let first = &got[0][i];
+            for per_thread in &got[1..] {
+                assert!(Arc::ptr_eq(first, &per_thread[i]), "{name}: two entries");
+            }
+            assert!(Arc::ptr_eq(first, &shard.bucket(name)));
+        }
+        assert_eq!(shard.buckets().len(), names.len());
+        let m = Metrics::default();
+        m.register_shard(1, "epoll", None);
+        m.register_shard(0, "io_uring", None);
+        m.register_shard(1, "io_uring", None);
+        let listed: Vec<(usize, String)> = m
+            .shards()
+            .iter()
+            .map(|s| (s.shard, s.driver.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![(0, "io_uring".to_owned()), (1, "io_uring".to_owned())],
+            "sorted, re-registration replaces"
+        );
     }
 
     #[test]
@@ -835,12 +1131,102 @@ mod tests {
         for i in 0..300 {
             b.record_upstream_error(&format!("Code{i}"));
         }
-        let errors = b.upstream_errors();
-        assert_eq!(errors.len(), 257);
+        assert_eq!(b.upstream_errors(), vec![("other", 300)]);
+    }
+
+    #[test]
+    fn every_listed_code_counts_under_itself() {
+        let b = BucketMetrics::default();
+        for (i, code) in UPSTREAM_ERROR_CODES.iter().enumerate() {
+            assert_eq!(upstream_error_index(code), i, "{code}");
+            for _ in 0..=i {
+                b.record_upstream_error(code);
+            }
+        }
+        for (i, code) in UPSTREAM_ERROR_CODES.iter().enumerate() {
+            assert_eq!(b.upstream_errors.get(i), i as u64 + 1, "{code}");
+        }
+        assert_eq!(b.upstream_errors().len(), UPSTREAM_ERROR_CODES.len());
+    }
+
+    #[test]
+    fn the_code_table_is_sorted_unique_and_label_safe() {
+        // Also checked at compile time; this keeps the property visible in the test report.
+        for w in UPSTREAM_ERROR_CODES.windows(2) {
+            assert!(w[0] < w[1], "{} before {}", w[0], w[1]);
+        }
+        for code in UPSTREAM_ERROR_CODES {
+            assert_eq!(label_safe_code(code), code);
+        }
+        for name in [
+            "NoSuchKey",
+            "AccessDenied",
+            "SlowDown",
+            "timeout",
+            "transport",
+            "other",
+        ] {
+            assert!(UPSTREAM_ERROR_CODES.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_codes_count_as_other() {
+        let b = BucketMetrics::default();
+        for code in [
+            "",
+            "nosuchkey",
+            "NoSuchKeyX",
+            "NoSuch",
+            "XMinioServerNotInitialized",
+            "Evil\"} 1\nyatagarasu_forged_total 9",
+            "http_",
+            "http_6xx",
+            "http_600",
+            "http_099",
+            "http_4041",
+            "http_40",
+            "http_4x4",
+            "HTTP_404",
+        ] {
+            assert_eq!(upstream_error_index(code), OTHER, "{code:?}");
+            b.record_upstream_error(code);
+        }
+        assert_eq!(b.upstream_errors(), vec![("other", 14)]);
+    }
+
+    #[test]
+    fn http_statuses_count_as_listed_or_by_class() {
+        let b = BucketMetrics::default();
+        b.record_upstream_status(404);
+        b.record_upstream_status(404);
+        b.record_upstream_status(418);
+        b.record_upstream_status(599);
+        b.record_upstream_status(201);
+        b.record_upstream_error("http_503");
+        b.record_upstream_error("http_451");
+        b.record_upstream_status(600);
+        b.record_upstream_status(42);
+        b.record_upstream_status(u16::MAX);
         assert_eq!(
-            errors.iter().find(|(c, _)| c == "other").map(|e| e.1),
-            Some(44)
+            b.upstream_errors(),
+            vec![
+                ("http_2xx", 1),
+                ("http_404", 2),
+                ("http_4xx", 2),
+                ("http_503", 1),
+                ("http_5xx", 1),
+                ("other", 3),
+            ]
         );
+        // The numeric form counts exactly where the text the proxy formats would.
+        for status in 0..=u16::MAX {
+            let text = format!("http_{status}");
+            let a = BucketMetrics::default();
+            a.record_upstream_status(status);
+            let want = upstream_error_index(&text);
+            assert_eq!(a.upstream_errors.get(want), 1, "{status}");
+        }
     }
 
     #[test]
@@ -866,7 +1252,7 @@ mod tests {
         b.record_upstream_error("InternalError");
         assert_eq!(
             b.upstream_errors(),
-            vec![("InternalError".to_owned(), 1), ("other".to_owned(), 1)]
+            vec![("InternalError", 1), ("other", 1)]
         );
     }
 

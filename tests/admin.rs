@@ -3,6 +3,9 @@
 //! across shards, reload by API and by SIGHUP (credentials, added and removed buckets, invalid
 //! and restart-only changes), the access log's client address, and systemd notifications.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::collections::HashMap;

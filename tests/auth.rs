@@ -3,6 +3,9 @@
 //! received and from the proxy's log, a cached private object still needing a token, and JWKS
 //! rotation and outage against a real HTTP server started by the test.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -3,6 +3,9 @@
 //! revalidation, and an object changed in S3. S3 requests are counted in RGW's ops log.
 //! (A private bucket's cached object needing a valid token is tested with the JWT issue.)
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::process::{Command, Stdio};

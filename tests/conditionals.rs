@@ -7,6 +7,9 @@
 //!
 //! Not shipped. One proxy per test, one shard (so the cached bucket's second request is a hit).
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use common::*;

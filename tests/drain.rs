@@ -3,6 +3,9 @@
 //! SIGTERM during 8 slow 100 MiB downloads lets every one finish intact before the process
 //! exits 0.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -4,6 +4,9 @@
 //! `proxy_cache` in front), and per-bucket CORS with the raw client and with headless Chromium
 //! fetching from a second origin.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -10,6 +10,9 @@
 //! (~100 ms) and sleeps up to ~0.8 s to let an injected fault arrive (it is sent 300 ms after
 //! the response; the rest is slack for a loaded machine).
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::thread::sleep;

@@ -2,6 +2,9 @@
 //! real Ceph RGW, over real sockets. `tests/support/run-tests.sh` runs this file with 1 and 2
 //! shards and with the io_uring and epoll drivers.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::io::Read;
@@ -861,4 +864,14 @@ fn a_missing_key_logs_only_its_access_line_and_text_logs_carry_no_colour() {
         !log.contains('\u{1b}'),
         "escape codes in a piped log: {log:?}"
     );
+    // The harness's driver rule holds for this process too.
+    let listening = log
+        .lines()
+        .find(|l| l.contains("yatagarasu listening"))
+        .unwrap_or_default();
+    let shard_drivers = drivers::from_text_line(listening)
+        .unwrap_or_else(|| panic!("no drivers= in the text startup line: {listening:?}"));
+    if let Err(e) = drivers::check(shard_drivers, drivers::expectation(&[])) {
+        panic!("{e}; log:\n{log}");
+    }
 }

@@ -5,6 +5,9 @@
 //! and cargo runs test binaries one after another. The test always resumes RGW, even when it
 //! fails (a drop guard).
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::time::{Duration, Instant};

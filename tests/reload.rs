@@ -1,6 +1,9 @@
 //! Hot reload on SIGHUP through the real binary against RGW: credentials change, a bucket is
 //! added and removed, an invalid file or a restart-only change leaves the running config serving.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use common::*;

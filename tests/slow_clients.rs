@@ -7,6 +7,9 @@
 //! Not shipped. Each test runs its own proxy with one shard, so every connection shares one
 //! pool, one cache partition and one single-flight table.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::io::Read;

@@ -3,8 +3,8 @@
 //! count into allocations per operation and fail the bench when a count grows past its bound.
 //!
 //! Each bench includes it with `#[path = "support/alloc.rs"] mod alloc;` (which installs the
-//! allocator for that bench binary). It is not a bench target itself: Cargo only discovers
-//! `benches/*.rs` and `benches/*/main.rs`.
+//! allocator for that bench binary), and so does `tests/metrics_alloc.rs`. It is not a bench
+//! target itself: Cargo only discovers `benches/*.rs` and `benches/*/main.rs`.
 //!
 //! Not shipped (the proxy uses mimalloc). Cost: one relaxed atomic load and, for counted
 //! threads, one relaxed atomic add per allocation, on top of the system allocator; the timings
@@ -47,18 +47,22 @@ fn count() {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
-        System.alloc(layout)
+        // SAFETY: the caller's `layout` is forwarded unchanged (same contract as ours).
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
-        System.alloc_zeroed(layout)
+        // SAFETY: the caller's `layout` is forwarded unchanged (same contract as ours).
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`; arguments unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`; arguments unchanged.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 

@@ -71,6 +71,8 @@ pub(crate) struct HostFacts {
 
 impl HostFacts {
     /// Reads the facts (uname, getrlimit, one small procfs read). Startup only.
+    // Off the shards: runs on the main thread before any shard exists.
+    #[allow(clippy::disallowed_methods)]
     pub(crate) fn read() -> Self {
         // SAFETY: uname fills a caller-owned, zero-initialised struct; release is
         // NUL-terminated by the kernel.

@@ -46,10 +46,14 @@ use std::{
     future::Future,
     net::SocketAddr,
     rc::Rc,
-    sync::{atomic::AtomicU8, Arc, Mutex, PoisonError},
+    sync::{atomic::AtomicU8, Arc, PoisonError},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
+
+// Off the shards: the signal-thread slot, locked by the main thread only (install, wait).
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
 
 pub use control_thread::spawn_control_thread;
 pub use driver::{legacy_forced_by_env, Driver};
@@ -304,6 +308,8 @@ where
         phase_tx.push(ptx);
         receivers.push((mrx, prx));
     }
+    // Off the shards: the signal-thread slot (main thread only).
+    #[allow(clippy::disallowed_types)]
     let shared = Arc::new(Shared {
         mailboxes,
         phase_tx,

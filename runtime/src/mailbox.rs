@@ -29,10 +29,14 @@
 use std::{
     sync::{
         atomic::{AtomicU8, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
+
+// Off the shards: `Shared::signals` is locked by the main thread only (install, wait).
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
 
 use crate::error::{MailboxErrorKind, RuntimeError};
 
@@ -67,6 +71,8 @@ pub(crate) struct Shared<S> {
     /// Per shard, capacity 2: each phase transition is sent at most once.
     pub phase_tx: Vec<async_channel::Sender<Phase>>,
     pub phase: AtomicU8,
+    /// The signal thread, once installed. Off the shards: main thread only.
+    #[allow(clippy::disallowed_types)]
     pub signals: Mutex<Option<SignalThread>>,
 }
 
@@ -234,6 +240,7 @@ impl<S: 'static> Control<S> {
                         }
                         boxed = back;
                         // Not a shard thread (checked above): sleeping is allowed here.
+                        #[allow(clippy::disallowed_methods)]
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(Duration::from_millis(20));
                     }
@@ -286,6 +293,8 @@ fn collect<R>(out: Vec<Option<R>>, kind: MailboxErrorKind) -> Result<Vec<R>, Run
 }
 
 #[cfg(test)]
+// Test threads, not shards: they may sleep and lock.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
 

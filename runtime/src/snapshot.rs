@@ -10,14 +10,21 @@
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
-    Arc, Mutex, PoisonError,
+    Arc, PoisonError,
 };
+
+// Off the shards: only publishers (`store`, reload on the control thread) take the writer
+// lock; shards only load.
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
 
 use arc_swap::{ArcSwap, Guard};
 
 struct Cell<T> {
     value: ArcSwap<T>,
     generation: AtomicU64,
+    /// Serialises publishers; readers never take it. Off the shards.
+    #[allow(clippy::disallowed_types)]
     writer: Mutex<()>,
 }
 
@@ -50,6 +57,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Snapshot<T> {
 
 impl<T> Snapshot<T> {
     /// A snapshot holding `v` at generation 0.
+    // The writer lock is created here, taken only by publishers (off the shards).
+    #[allow(clippy::disallowed_types)]
     pub fn new(v: T) -> Self {
         Self {
             cell: Arc::new(Cell {

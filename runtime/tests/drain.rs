@@ -3,6 +3,9 @@
 //! `stop_now()` cuts the grace short. Each test runs under both drivers (io_uring where
 //! available, and forced epoll) and is bounded by `wait_bounded` and read timeouts.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{
@@ -12,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{eventually, opts, wait_bounded, IO_TIMEOUT};
+use common::{assert_drivers, eventually, opts, wait_bounded, IO_TIMEOUT};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use yatagarasu_runtime::{start, Options, Server, ShardContext};
 
@@ -39,12 +42,15 @@ async fn handle(_state: Rc<()>, ctx: ShardContext, mut stream: monoio::net::TcpS
 }
 
 fn server(o: Options) -> Server<()> {
-    start(
+    let force_legacy = o.force_legacy;
+    let server = start(
         o,
         |_ctx: &ShardContext| (),
         |state, ctx, stream, _peer| handle(state, ctx, stream),
     )
-    .expect("start")
+    .expect("start");
+    assert_drivers(&server, force_legacy);
+    server
 }
 
 fn connect_and_send(addr: std::net::SocketAddr, msg: &str) -> TcpStream {

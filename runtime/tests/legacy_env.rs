@@ -1,11 +1,14 @@
 //! `MONOIO_FORCE_LEGACY_DRIVER=1` forces the epoll driver. Its own test binary (one
 //! process) because it sets a process-wide environment variable before any runtime exists.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{rc::Rc, time::Duration};
 
-use common::{opts, request, wait_bounded};
+use common::{assert_drivers, opts, request, wait_bounded};
 use monoio::io::AsyncWriteRentExt;
 use yatagarasu_runtime::{legacy_forced_by_env, start, Driver, ShardContext};
 
@@ -23,6 +26,7 @@ fn env_variable_forces_epoll_on_every_shard() {
         },
     )
     .expect("start");
+    assert_drivers(&server, false);
     assert!(server.shards().iter().all(|s| s.driver == Driver::Legacy));
     for _ in 0..10 {
         assert_eq!(

@@ -3,6 +3,9 @@
 //! connection limit and startup errors. Every test is bounded by client read timeouts and
 //! `wait_bounded`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{
@@ -16,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use common::{opts, request, wait_bounded, IO_TIMEOUT};
+use common::{assert_drivers, opts, request, wait_bounded, IO_TIMEOUT};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use yatagarasu_runtime::{
     start, Control, CpuAffinity, Driver, MailboxErrorKind, RuntimeError, ShardContext, Shards,
@@ -102,9 +105,11 @@ fn start_test_server(
 ) -> Result<(yatagarasu_runtime::Server<State>, Ctl), RuntimeError> {
     let ctl: Ctl = Arc::new(OnceLock::new());
     let c2 = Arc::clone(&ctl);
+    let force_legacy = o.force_legacy;
     let server = start(o, make_state, move |state, ctx, stream, _peer| {
         handle(state, ctx, stream, Arc::clone(&c2))
     })?;
+    assert_drivers(&server, force_legacy);
     let _ = ctl.set(server.control());
     Ok((server, ctl))
 }

@@ -2,6 +2,9 @@
 //! because the handlers are process-wide; the signals are sent to this process with
 //! `kill(getpid(), ..)`.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{
@@ -13,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use common::{eventually, opts, request, wait_bounded};
+use common::{assert_drivers, eventually, opts, request, wait_bounded};
 use monoio::io::AsyncWriteRentExt;
 use yatagarasu_runtime::{install_signal_handlers, start, RuntimeError, ShardContext};
 
@@ -33,6 +36,7 @@ fn sighup_reloads_and_sigterm_drains() {
         },
     )
     .expect("start");
+    assert_drivers(&server, false);
     let reloads = Arc::new(AtomicUsize::new(0));
     let r2 = Arc::clone(&reloads);
     install_signal_handlers(&server, move || {

@@ -1,11 +1,14 @@
 //! A `Snapshot` published from the main thread is seen by every shard on its next load,
 //! with its generation: the config-reload path, end to end over real sockets.
 
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::{rc::Rc, time::Duration};
 
-use common::{opts, request, wait_bounded};
+use common::{assert_drivers, opts, request, wait_bounded};
 use monoio::io::AsyncWriteRentExt;
 use yatagarasu_runtime::{start, ShardContext, Snapshot};
 
@@ -26,6 +29,7 @@ fn every_shard_sees_a_stored_snapshot() {
         },
     )
     .expect("start");
+    assert_drivers(&server, false);
     let addr = server.local_addr();
     for _ in 0..20 {
         let reply = request(addr, "").expect("served");

@@ -2,11 +2,14 @@
 //! backend, as JSON. Shared (`Arc`) by the prober (writer, admin thread) and every listener
 //! that answers these paths (the admin thread and each shard's data listener).
 //!
-//! Not on the hot path: a load balancer polls these every few seconds. Each answer takes one
-//! uncontended mutex and builds a small JSON string (~100 bytes per bucket).
+//! Not on the hot path: a load balancer polls these every few seconds. Each answer is a
+//! lock-free load of the probe list (copy-on-write `ArcSwap`: a probe result or a reload
+//! replaces the list, ~100 bytes per bucket) and a small JSON string.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use serde_json::json;
 
@@ -43,7 +46,8 @@ struct BucketProbe {
 pub struct Health {
     started: Instant,
     metrics: Arc<Metrics>,
-    probes: Mutex<Vec<BucketProbe>>,
+    /// Written by the prober and reloads (admin/control thread), read by every listener.
+    probes: ArcSwap<Vec<BucketProbe>>,
 }
 
 impl Health {
@@ -52,7 +56,7 @@ impl Health {
         let h = Health {
             started: Instant::now(),
             metrics,
-            probes: Mutex::new(Vec::new()),
+            probes: ArcSwap::from_pointee(Vec::new()),
         };
         h.set_buckets(buckets.into_iter().map(|b| (b, false)));
         h
@@ -62,32 +66,42 @@ impl Health {
     /// keeps the last result of a bucket whose backend settings did not change, otherwise it
     /// is pending until its next probe.
     pub fn set_buckets(&self, buckets: impl IntoIterator<Item = (String, bool)>) {
-        let mut probes = self.lock();
-        let old = std::mem::take(&mut *probes);
-        for (bucket, keep) in buckets {
-            let kept = old.iter().find(|p| keep && p.bucket == bucket).cloned();
-            probes.push(kept.unwrap_or(BucketProbe {
-                bucket,
-                state: ProbeState::Pending,
-                checked: None,
-            }));
-        }
+        let buckets: Vec<(String, bool)> = buckets.into_iter().collect();
+        self.probes.rcu(|old| {
+            buckets
+                .iter()
+                .map(|(bucket, keep)| {
+                    let kept = old.iter().find(|p| *keep && p.bucket == *bucket).cloned();
+                    kept.unwrap_or_else(|| BucketProbe {
+                        bucket: bucket.clone(),
+                        state: ProbeState::Pending,
+                        checked: None,
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
     }
 
     /// Record a probe result for `bucket` (ignored if the bucket is no longer configured).
     pub fn record(&self, bucket: &str, state: ProbeState) {
         let ok = state.is_ok();
-        if let Some(p) = self.lock().iter_mut().find(|p| p.bucket == bucket) {
-            p.state = state;
-            p.checked = Some(Instant::now());
-        }
+        let now = Instant::now();
+        self.probes.rcu(|old| {
+            let mut next = Vec::clone(old);
+            if let Some(p) = next.iter_mut().find(|p| p.bucket == bucket) {
+                p.state = state.clone();
+                p.checked = Some(now);
+            }
+            next
+        });
         self.metrics.probes[usize::from(!ok)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The state of `bucket`'s backend, if configured (tests; `/ready` renders all of them).
     #[cfg(test)]
     pub fn state(&self, bucket: &str) -> Option<ProbeState> {
-        self.lock()
+        self.probes
+            .load()
             .iter()
             .find(|p| p.bucket == bucket)
             .map(|p| p.state.clone())
@@ -119,7 +133,7 @@ impl Health {
     /// `buckets` lists each bucket with `ok`, `state` (`answered`, `failed`, `pending`),
     /// `status` (HTTP status of the probe) or `error`, and `checked_seconds_ago`.
     pub fn ready_json(&self, draining: bool) -> (u16, String) {
-        let probes = self.lock().clone();
+        let probes = self.probes.load_full();
         let all_ok = probes.iter().all(|p| p.state.is_ok());
         let buckets: Vec<serde_json::Value> = probes
             .iter()
@@ -154,10 +168,6 @@ impl Health {
             code,
             json!({"status": status, "buckets": buckets}).to_string(),
         )
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<BucketProbe>> {
-        self.probes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

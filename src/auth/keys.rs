@@ -578,6 +578,8 @@ fn header_failure(token: &str) -> &'static str {
 }
 
 /// Reads and parses the PEM public key at `path`. Errors name the file, never its content.
+// Off the shards: config preparation runs on the main thread (start) and the reload thread.
+#[allow(clippy::disallowed_methods)]
 fn load_public_key(path: &Path) -> Result<(DecodingKey, KeyType), String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_public_key_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))

@@ -46,6 +46,8 @@ pub use endpoint::parse_endpoint;
 ///
 /// Errors: every problem found, each with its key path; an unreadable file is a single error
 /// with an empty path. Blocking (`std::fs`): call from the main thread, never from a core.
+// Off the shards: start (main thread) and reload (signal/control thread).
+#[allow(clippy::disallowed_methods)]
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(

@@ -2,6 +2,9 @@
 //!
 //! Test-only; not compiled into the binary.
 
+// Unit tests run on test threads, not shards: fixtures are read and written with std::fs.
+#![allow(clippy::disallowed_methods)]
+
 use super::*;
 
 const BUCKET: &str = "

@@ -106,6 +106,8 @@ fn collide(a: SocketAddr, b: SocketAddr) -> bool {
 /// Every file a validated config names that is missing or not a regular file: JWT public
 /// keys (top-level, per bucket, per `keys` entry) and S3 CA bundles. Blocking
 /// (`std::fs::metadata`): startup / reload thread only.
+// Off the shards: runs with `load_file` (start on the main thread, reload off the shards).
+#[allow(clippy::disallowed_methods)]
 pub(super) fn referenced_files(config: &Config) -> Vec<ConfigError> {
     let mut files: Vec<(String, &Path)> = Vec::new();
     if let Some(jwt) = &config.jwt {

@@ -36,9 +36,10 @@ impl Resolver {
         }
         let owned = host.to_owned();
         let joined = monoio::spawn_blocking(move || {
-            (owned.as_str(), port)
-                .to_socket_addrs()
-                .map(|it| it.collect::<Vec<_>>())
+            // Off the shards: this closure runs on the runtime's blocking pool.
+            #[allow(clippy::disallowed_methods)]
+            let found = (owned.as_str(), port).to_socket_addrs();
+            found.map(|it| it.collect::<Vec<_>>())
         })
         .await;
         let addrs = joined.map_err(|_| io::Error::other("resolver thread failed"))??;

@@ -91,6 +91,8 @@ impl Pool {
 }
 
 #[cfg(test)]
+// Test threads, not shards: they may sleep and connect blocking.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};

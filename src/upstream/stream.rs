@@ -137,6 +137,8 @@ impl AsyncWriteRent for UpstreamStream {
 }
 
 #[cfg(test)]
+// Test threads, not shards: they may sleep and connect blocking.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod drivers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -212,6 +214,10 @@ impl Proxy {
     }
 
     /// [`Proxy::start`] with extra environment variables for the process.
+    ///
+    /// Enforces the suite's driver rule ([`drivers`]) on the startup line's `drivers` field:
+    /// panics when a shard fell back to epoll in an io_uring run (unless `YATA_TEST_ALLOW_EPOLL=1`)
+    /// or runs io_uring although `MONOIO_FORCE_LEGACY_DRIVER=1`.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
@@ -243,7 +249,8 @@ impl Proxy {
                         })
                         .and_then(|v| {
                             let addr = |k: &str| v[k].as_str()?.parse::<SocketAddr>().ok();
-                            Some((addr("listen")?, addr("admin")?))
+                            let drivers = v["drivers"].as_str().unwrap_or_default().to_owned();
+                            Some((addr("listen")?, addr("admin")?, drivers))
                         });
                     log.lock().unwrap().push(line);
                     if let Some(addr) = listening {
@@ -253,13 +260,22 @@ impl Proxy {
             });
         }
         match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok((addr, admin)) => Proxy {
-                child,
-                addr,
-                admin,
-                log,
-                dir,
-            },
+            Ok((addr, admin, shard_drivers)) => {
+                let proxy = Proxy {
+                    child,
+                    addr,
+                    admin,
+                    log,
+                    dir,
+                };
+                if let Err(e) = drivers::check(&shard_drivers, drivers::expectation(env)) {
+                    // Dropping the proxy kills and reaps the process.
+                    let log = proxy.log_text();
+                    drop(proxy);
+                    panic!("{e}; log:\n{log}");
+                }
+                proxy
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -1,7 +1,7 @@
 #!/bin/bash
 # install-deps.sh: install the Debian 12 packages the integration tests, the benchmarks and the demo
 # need (Ceph RGW, nginx, redis, wrk, curl, botocore, openssl, Chromium for the browser CORS test),
-# and the Rust toolchain (rustup) when cargo is missing.
+# and the Rust toolchain rust-toolchain.toml pins (rustup) when cargo or that version is missing.
 #
 # Idempotent: when every package is already installed it runs no apt command and prints nothing.
 # Runs apt-get update only when something is missing. Needs root (or sudo) only in that case.
@@ -52,19 +52,43 @@ done
 /usr/bin/python3 -c 'import botocore' 2>/dev/null \
   || die "/usr/bin/python3 cannot import botocore (package python3-botocore)"
 
-# The Rust toolchain: rustup's stable with rustfmt and clippy (the suite lints), into ~/.cargo.
-# Callers put ~/.cargo/bin on their PATH after this script (a child cannot change theirs).
+# The Rust toolchain: the version rust-toolchain.toml pins (with rustfmt and clippy, which the
+# suite lints with), through rustup, into ~/.cargo. Callers put ~/.cargo/bin on their PATH after
+# this script (a child cannot change theirs).
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PINNED=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")
+[[ -n $PINNED ]] || die "no channel in $ROOT/rust-toolchain.toml"
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v cargo >/dev/null; then
-  echo "install-deps.sh: installing the Rust toolchain (rustup, stable, rustfmt, clippy)"
+rustup_log() { # run rustup's installer step "$@", quiet unless it fails
+  local log
   log=$(mktemp /tmp/install-rustup.XXXXXX.log)
-  if ! curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-      | sh -s -- -y --profile minimal -c rustfmt -c clippy >"$log" 2>&1; then
-    tail -n 30 "$log" >&2; die "rustup install failed (full log: $log)"
+  if ! "$@" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2; die "rust toolchain install failed: $* (full log: $log)"
   fi
   rm -f "$log"
+}
+if ! command -v cargo >/dev/null; then
+  echo "install-deps.sh: installing the Rust toolchain (rustup, $PINNED, rustfmt, clippy)"
+  # rustup-init itself (what https://sh.rustup.rs downloads for this platform), into a file
+  # first so a failed download fails here instead of feeding an empty script to sh.
+  init=$(mktemp /tmp/rustup-init.XXXXXX)
+  rustup_log curl --proto '=https' --tlsv1.2 -sSf -o "$init" \
+    "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
+  chmod +x "$init"
+  rustup_log "$init" -y --profile minimal --default-toolchain "$PINNED" -c rustfmt -c clippy
+  rm -f "$init"
 fi
 command -v cargo >/dev/null || die "cargo not on PATH after installing rustup"
-if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
-  rustup component add rustfmt clippy >/dev/null 2>&1 || die "cannot add rustfmt and clippy (rustup component add rustfmt clippy)"
+if command -v rustup >/dev/null; then
+  # Inside the repository the rustup proxies pick the pinned toolchain; install it (or its
+  # components) when they are missing. RUSTUP_AUTO_INSTALL=0: probe without installing.
+  if ! (cd "$ROOT" && RUSTUP_AUTO_INSTALL=0 rustup run "$PINNED" rustc --version) >/dev/null 2>&1; then
+    echo "install-deps.sh: installing the pinned Rust toolchain $PINNED (rustfmt, clippy)"
+    rustup_log rustup toolchain install "$PINNED" --profile minimal -c rustfmt -c clippy
+  fi
+  if ! (cd "$ROOT" && cargo fmt --version && cargo clippy --version) >/dev/null 2>&1; then
+    rustup_log rustup component add --toolchain "$PINNED" rustfmt clippy
+  fi
 fi
+(cd "$ROOT" && cargo fmt --version && cargo clippy --version) >/dev/null 2>&1 \
+  || die "cargo fmt / cargo clippy unavailable for $PINNED (rustup component add --toolchain $PINNED rustfmt clippy)"

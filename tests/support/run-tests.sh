@@ -6,6 +6,8 @@
 # Every integration test file runs under io_uring and under the epoll fallback
 # (MONOIO_FORCE_LEGACY_DRIVER=1) with 2 shards; the proxy's tests also run with 1 shard under both. Criterion benches run once each as tests
 # (`cargo bench -- --test`) so they never rot. Ends with "N passed, M failed".
+# An io_uring run fails if any shard fell back to epoll; on a machine that cannot do io_uring,
+# run with YATA_TEST_ALLOW_EPOLL=1 (see tests/support/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use yatagarasu_runtime::{CpuAffinity, Options, RuntimeError, Server, Shards};
+use yatagarasu_runtime::{
+    legacy_forced_by_env, CpuAffinity, Driver, Options, RuntimeError, Server, Shards,
+};
 
 /// Upper bound for any single client read in these tests.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +41,30 @@ pub fn opts(shards: usize) -> Options {
         max_connections_per_shard: 1024,
         force_legacy: false,
     }
+}
+
+/// The suite's driver rule (issue 12 item 9), for a server started with `Options::force_legacy
+/// = force_legacy`: forced epoll (that option or `MONOIO_FORCE_LEGACY_DRIVER=1`) means every
+/// shard runs epoll; otherwise every shard must run io_uring, unless `YATA_TEST_ALLOW_EPOLL=1`
+/// says this machine cannot do io_uring. Panics naming the shards that broke it.
+pub fn assert_drivers<S: 'static>(server: &Server<S>, force_legacy: bool) {
+    let drivers: Vec<Driver> = server.shards().iter().map(|s| s.driver).collect();
+    let allow_epoll = std::env::var("YATA_TEST_ALLOW_EPOLL")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let want = if force_legacy || legacy_forced_by_env() {
+        Driver::Legacy
+    } else if allow_epoll {
+        return;
+    } else {
+        Driver::IoUring
+    };
+    let wrong: Vec<usize> = (0..drivers.len()).filter(|&i| drivers[i] != want).collect();
+    assert!(
+        wrong.is_empty(),
+        "shard(s) {wrong:?} do not run {want} (drivers {drivers:?}); an io_uring run fails when a \
+         shard fell back to epoll: the runtime's warning names the cause. If this machine cannot \
+         do io_uring set YATA_TEST_ALLOW_EPOLL=1; to test epoll set MONOIO_FORCE_LEGACY_DRIVER=1"
+    );
 }
 
 /// Runs `server.wait()` on a helper thread; panics if it takes longer than `limit`.
