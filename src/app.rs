@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+// The reload lock serialises reloads on the signal and admin threads, never on a shard.
+#[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -94,6 +96,7 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         path: path.to_owned(),
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
+        #[allow(clippy::disallowed_types)] // reloads are serialised off the shards
         lock: Mutex::new(()),
     });
     admin::start(
@@ -123,6 +126,7 @@ pub struct Reloader {
     path: PathBuf,
     snapshot: runtime::Snapshot<Prepared>,
     metrics: Arc<Metrics>,
+    #[allow(clippy::disallowed_types)] // taken by reloads only, off the shards
     lock: Mutex<()>,
 }
 

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+// The JWKS store registry is touched on the main, signal and admin threads, never a shard.
+#[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -56,6 +58,7 @@ pub struct BucketAuth {
 
 /// The JWKS store for `url`: one per URL for the life of the process, so a reload that keeps the
 /// URL keeps the fetched keys. Touched only on the main and signal threads (never a shard).
+#[allow(clippy::disallowed_types)] // off the shards: see above
 fn jwks_store(url: &str) -> Arc<JwksStore> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<JwksStore>>>> = OnceLock::new();
     let mut stores = STORES

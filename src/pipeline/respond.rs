@@ -380,7 +380,7 @@ pub async fn origin_error(
         );
     }
     let detail = if code.is_empty() {
-        metrics.record_upstream_error(&format!("http_{status}"));
+        metrics.record_upstream_status(status);
         format!("S3 answered {status}")
     } else {
         metrics.record_upstream_error(code);
