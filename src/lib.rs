@@ -1,6 +1,8 @@
 //! Yatagarasu: a thread-per-core io_uring S3 proxy. One request's journey through one core:
-//! [`http::server`] reads it, [`router`] picks the bucket, [`proxy`] signs it with [`s3`] SigV4 and
-//! sends it through [`upstream`], and the object streams back to the client.
+//! [`http::server`] reads it, [`pipeline`] runs its phases (route with [`router`], limit,
+//! authenticate with [`auth`], look up the [`cache`] tiers, fetch through [`upstream`] with a
+//! request [`s3`] describes and signs, respond, log), and the object streams back to the
+//! client. [`admin`] serves the control plane; [`config`] and [`metrics`] are shared.
 //!
 //! The per-core substrate (pinning, one monoio runtime and SO_REUSEPORT listener per shard,
 //! signals, drain, config snapshots) lives in the `yatagarasu-runtime` crate; [`app`] wires the

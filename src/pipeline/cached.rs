@@ -35,9 +35,10 @@ pub struct Served {
     pub keep_alive: bool,
 }
 
-/// Answer `head` from `obj`. `outcome` says how (a hit, a revalidated entry, or `STALE` when S3 could not be reached to
-/// revalidate). `policy` is the bucket's: field casing, `Cache-Control: private`, CORS
-/// ([`EdgePolicy`]). `Age` follows the Age rule of [`super::headers`].
+/// Answer `head` from `obj`. `outcome` says how (a hit, a revalidated entry, or `STALE` when
+/// S3 could not be reached to revalidate). `policy` is the bucket's: field casing,
+/// `Cache-Control: private`, CORS ([`EdgePolicy`]). `Age` follows the Age rule of
+/// [`super::headers`].
 pub async fn serve(
     head: &RequestHead,
     conn: &mut Conn,
@@ -47,23 +48,8 @@ pub async fn serve(
     outcome: CacheOutcome,
     policy: &EdgePolicy<'_>,
 ) -> Served {
-    let now = SystemTime::now();
     let len = obj.body.len() as u64;
-    let (status, slice) = match evaluate(&head.headers, obj.etag.as_ref(), obj.last_modified) {
-        Precondition::NotModified => (304, None),
-        Precondition::Failed => (412, None),
-        Precondition::Proceed { apply_range } => {
-            match select_range(&head.headers, len, apply_range) {
-                RangeResult::Full => (200, Some((0, len.saturating_sub(1)))),
-                RangeResult::Partial(first, last) => (206, Some((first, last))),
-                RangeResult::Unsatisfiable => (416, None),
-            }
-        }
-    };
-    let body: &[u8] = match (status, slice) {
-        (200 | 206, Some((first, last))) if len > 0 => &obj.body[first as usize..=last as usize],
-        _ => &[],
-    };
+    let (status, slice) = decide(head, obj);
     let error_body = match status {
         412 => Some(crate::error::json_body(
             412,
@@ -80,83 +66,147 @@ pub async fn serve(
     if status == 200 {
         stored_head(head, conn, dates, request_id, obj, len, outcome, policy);
     } else {
-        let mut h = ResponseHead::new(&mut conn.wbuf, status);
-        h.header("Date", &dates.now());
-        match status {
-            304 => {
-                // RFC 9110 section 15.4.5: the validators and caching fields of the 200.
-                for (name, value) in &obj.headers {
-                    if super::NOT_MODIFIED_FIELDS.contains(&name.as_str()) {
-                        policy.field(&mut h, name.as_str(), value.as_bytes());
-                    }
-                }
-            }
-            206 => {
-                for (name, value) in &obj.headers {
-                    policy.field(&mut h, name.as_str(), value.as_bytes());
-                }
-            }
-            _ => {}
-        }
-        if status == 206 {
-            if let Some((first, last)) = slice {
-                h.content_range(first, last, len);
-            }
-        }
-        if status == 416 {
-            h.header("Content-Range", content_range_unsatisfied(len).as_bytes());
-        }
-        let cache_control = obj
-            .headers
-            .iter()
-            .filter(|(name, _)| {
-                *name == http::header::CACHE_CONTROL && status != 412 && status != 416
-            })
-            .map(|(_, v)| v.as_bytes());
-        policy.object_fields(&mut h, &head.headers, cache_control);
-        // Same field order as a streamed miss: policy fields, cache outcome, Content-Length.
-        outcome_fields(&mut h, outcome);
-        match (&error_body, status) {
-            (Some(b), _) => {
-                h.header("Content-Type", b"application/json")
-                    .header_u64("Content-Length", b.len() as u64);
-            }
-            (None, 304) => {}
-            (None, _) => {
-                h.header_u64("Content-Length", body.len() as u64);
-            }
-        }
-        // The Age rule (pipeline::headers): only with the response's own max-age / s-maxage.
-        if obj.has_explicit_freshness() {
-            h.header_u64("Age", obj.age(now).as_secs());
-        }
-        h.header("X-Request-Id", request_id.as_bytes())
-            .connection(head.version, conn.keep_alive);
-        h.finish();
+        let answer = Answer {
+            status,
+            slice,
+            error_len: error_body.as_ref().map(|b| b.len()),
+        };
+        other_head(head, conn, dates, request_id, obj, &answer, outcome, policy);
     }
-
-    let send_body = head.method != Method::HEAD;
-    let ok;
-    let mut sent = 0u64;
-    if let (true, Some(b)) = (send_body, &error_body) {
-        conn.wbuf.extend_from_slice(b);
-        ok = conn.flush().await.is_ok();
-    } else if !send_body || body.is_empty() {
-        ok = conn.flush().await.is_ok();
-    } else if body.len() <= INLINE_BODY_BYTES {
-        conn.wbuf.extend_from_slice(body);
-        ok = conn.flush().await.is_ok();
-        sent = body.len() as u64;
-    } else {
-        let (first, last) = slice.unwrap_or((0, 0));
-        let bytes = obj.body.slice(first as usize..=last as usize);
-        ok = conn.flush_with_body(bytes).await.is_ok();
-        sent = body.len() as u64;
-    }
+    let body = match (head.method == Method::HEAD, &error_body, slice) {
+        (true, _, _) => Body::None,
+        (false, Some(b), _) => Body::Copied(b),
+        (false, None, Some((first, last))) if len > 0 && matches!(status, 200 | 206) => {
+            Body::Slice(first as usize, last as usize)
+        }
+        _ => Body::None,
+    };
+    let (ok, sent) = write(conn, obj, body).await;
     Served {
         status,
         bytes: sent,
         keep_alive: ok && conn.keep_alive,
+    }
+}
+
+/// The status of the answer and the body slice `(first, last)` it sends: conditionals first
+/// (RFC 9110 section 13.2.2), then Range (section 14.2).
+fn decide(head: &RequestHead, obj: &CachedObject) -> (u16, Option<(u64, u64)>) {
+    let len = obj.body.len() as u64;
+    match evaluate(&head.headers, obj.etag.as_ref(), obj.last_modified) {
+        Precondition::NotModified => (304, None),
+        Precondition::Failed => (412, None),
+        Precondition::Proceed { apply_range } => {
+            match select_range(&head.headers, len, apply_range) {
+                RangeResult::Full => (200, Some((0, len.saturating_sub(1)))),
+                RangeResult::Partial(first, last) => (206, Some((first, last))),
+                RangeResult::Unsatisfiable => (416, None),
+            }
+        }
+    }
+}
+
+/// A non-200 answer from an entry: its status, its slice (206), its JSON body length (412/416).
+struct Answer {
+    status: u16,
+    slice: Option<(u64, u64)>,
+    error_len: Option<usize>,
+}
+
+/// The head of a 206, 304, 412 or 416 answered from `obj`, into `conn.wbuf`, in the field order
+/// of a streamed miss: policy fields, cache outcome, framing, `Age` by the Age rule.
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are distinct and named
+fn other_head(
+    head: &RequestHead,
+    conn: &mut Conn,
+    dates: &DateCache,
+    request_id: &str,
+    obj: &CachedObject,
+    answer: &Answer,
+    outcome: CacheOutcome,
+    policy: &EdgePolicy<'_>,
+) {
+    let status = answer.status;
+    let len = obj.body.len() as u64;
+    let mut h = ResponseHead::new(&mut conn.wbuf, status);
+    h.header("Date", &dates.now());
+    for (name, value) in &obj.headers {
+        // RFC 9110 section 15.4.5: a 304 carries the validators and caching fields of the 200.
+        let wanted = match status {
+            304 => super::NOT_MODIFIED_FIELDS.contains(&name.as_str()),
+            206 => true,
+            _ => false,
+        };
+        if wanted {
+            policy.field(&mut h, name.as_str(), value.as_bytes());
+        }
+    }
+    match (status, answer.slice) {
+        (206, Some((first, last))) => {
+            h.content_range(first, last, len);
+        }
+        (416, _) => {
+            h.header("Content-Range", content_range_unsatisfied(len).as_bytes());
+        }
+        _ => {}
+    }
+    let cache_control = obj
+        .headers
+        .iter()
+        .filter(|(name, _)| *name == http::header::CACHE_CONTROL && status != 412 && status != 416)
+        .map(|(_, v)| v.as_bytes());
+    policy.object_fields(&mut h, &head.headers, cache_control);
+    outcome_fields(&mut h, outcome);
+    match (answer.error_len, answer.slice) {
+        (Some(n), _) => {
+            h.header("Content-Type", b"application/json")
+                .header_u64("Content-Length", n as u64);
+        }
+        (None, Some((first, last))) if status == 206 => {
+            h.header_u64("Content-Length", last - first + 1);
+        }
+        _ => {}
+    }
+    // The Age rule (pipeline::headers): only with the response's own max-age / s-maxage.
+    if obj.has_explicit_freshness() {
+        h.header_u64("Age", obj.age(SystemTime::now()).as_secs());
+    }
+    h.header("X-Request-Id", request_id.as_bytes())
+        .connection(head.version, conn.keep_alive);
+    h.finish();
+}
+
+/// What follows the head in `conn.wbuf`.
+enum Body<'b> {
+    /// Nothing (HEAD, 304).
+    None,
+    /// A small body of the proxy's own (a JSON error).
+    Copied(&'b [u8]),
+    /// Bytes `first..=last` of the entry's body.
+    Slice(usize, usize),
+}
+
+/// Write the head in `conn.wbuf` and `body`: bodies up to [`INLINE_BODY_BYTES`] behind the head
+/// in one `write`, larger ones in one `writev` straight from the entry's `Bytes`. Returns
+/// whether the write succeeded and the entry bytes sent.
+async fn write(conn: &mut Conn, obj: &CachedObject, body: Body<'_>) -> (bool, u64) {
+    match body {
+        Body::None => (conn.flush().await.is_ok(), 0),
+        Body::Copied(b) => {
+            conn.wbuf.extend_from_slice(b);
+            (conn.flush().await.is_ok(), 0)
+        }
+        Body::Slice(first, last) if last - first < INLINE_BODY_BYTES => {
+            conn.wbuf.extend_from_slice(&obj.body[first..=last]);
+            (conn.flush().await.is_ok(), (last - first + 1) as u64)
+        }
+        Body::Slice(first, last) => {
+            let bytes = obj.body.slice(first..=last);
+            (
+                conn.flush_with_body(bytes).await.is_ok(),
+                (last - first + 1) as u64,
+            )
+        }
     }
 }
 
