@@ -321,3 +321,84 @@ fn a_follower_of_an_uncacheable_leader_fetches_itself_and_is_counted_as_abandone
         "every wait ended because the leader got no object"
     );
 }
+
+/// The seconds since `t`, for messages.
+fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+#[test]
+fn followers_stream_from_a_fill_while_it_runs_and_the_fill_outlives_its_leader() {
+    let b = backend();
+    let object = b.object("yata-media", "video.bin"); // 1 MiB
+                                                      // 16 pieces of 64 KiB, 100 ms apart: the fill takes about 1.6 s.
+    let origin = FaultyOrigin::start("slow-body", &["--delay-ms", "100"]);
+    let slow = bucket_yaml(
+        "slow",
+        "/slow",
+        "yata-media",
+        &origin.endpoint(),
+        &b.ak1,
+        &b.sk1,
+        "",
+    );
+    let yaml = config("  shards: 1\n", &slow).replace(
+        "logging:",
+        "cache:\n  memory: {max_cache_size_mb: 64, max_item_size_mb: 10}\nlogging:",
+    );
+    let proxy = Proxy::start(&yaml);
+    let upstream = "yatagarasu_upstream_requests_total{bucket=\"slow\"}";
+
+    // The leader reads its head, then goes away: the fill must go on without it.
+    let started = Instant::now();
+    let mut leader = proxy.client();
+    leader.send(&request_bytes("GET", "/slow/video.bin", &[]));
+    let mut first = [0u8; 12];
+    leader.stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    drop(leader);
+
+    // A follower arriving while the fill runs gets its head at once and its body as the bytes
+    // arrive, not after the fill ended.
+    let asked = Instant::now();
+    let mut follower = proxy.client();
+    follower.send(&request_bytes(
+        "GET",
+        "/slow/video.bin",
+        &[("Connection", "close")],
+    ));
+    let mut head = [0u8; 12];
+    follower.stream.read_exact(&mut head).unwrap();
+    let head_after = asked.elapsed();
+    let r = {
+        // The rest of the response (the status line was consumed above).
+        let mut rest = Vec::new();
+        follower.stream.read_to_end(&mut rest).ok();
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(&rest);
+        whole
+    };
+    assert!(
+        head_after < Duration::from_millis(900),
+        "the follower waited {head_after:?} for its head (the fill takes ~1.6 s; started {:.2} s in)",
+        since(started)
+    );
+    let text = String::from_utf8_lossy(&r[..r.len().min(2048)]).into_owned();
+    assert!(
+        text.contains("Cache-Status: yatagarasu; fwd=miss; collapsed"),
+        "{text}"
+    );
+    let split = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        sha256_hex(&r[split..]),
+        object.sha256,
+        "the follower's bytes"
+    );
+
+    // The fill completed although its leader left: the next request is a hit, and S3 saw one
+    // request for all three.
+    let hit = proxy.get("/slow/video.bin", &[]);
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(sha256_hex(&hit.body), object.sha256);
+    assert_eq!(metric(&proxy, upstream), 1.0);
+}

@@ -14,6 +14,8 @@ verifies at RGW). Responses come back unchanged except for the fault chosen by -
                      right after the body and in the same write
   head-body          after a response to HEAD, write Content-Length bytes of body anyway
                      (after --delay-ms; 0 = in the same write as the head)
+  slow-body          send each response body in --chunk-bytes pieces, --delay-ms apart (an origin
+                     slower than its clients: fills, followers, stalls)
   error              answer every request itself (no upstream) with --status and an S3 XML
                      error body whose <Code> and <Message> are --code and --message verbatim
                      (XML-escaped), so tests can inject hostile codes and messages
@@ -46,10 +48,12 @@ def parse_args():
                    help="S3 endpoint, http://HOST:PORT (plain HTTP only)")
     p.add_argument("--port", type=int, default=0, help="listen port (0 = any free port)")
     p.add_argument("--mode", default="pass",
-                   choices=["pass", "trailing-response", "overlong", "head-body", "error"])
+                   choices=["pass", "trailing-response", "overlong", "head-body", "slow-body",
+                            "error"])
     p.add_argument("--delay-ms", type=int, default=300,
                    help="trailing-response / head-body: wait before the injected bytes")
     p.add_argument("--extra-bytes", type=int, default=10, help="overlong: bytes past the body")
+    p.add_argument("--chunk-bytes", type=int, default=65536, help="slow-body: bytes per piece")
     p.add_argument("--status", type=int, default=500, help="error: status code")
     p.add_argument("--code", default="InternalError", help="error: S3 <Code>")
     p.add_argument("--message", default="We encountered an internal error.",
@@ -197,6 +201,11 @@ def serve(client, args, upstream_addr):
                     client.sendall(fake)
                 else:
                     client.sendall(rhead + fake)
+            elif args.mode == "slow-body" and body:
+                client.sendall(rhead)
+                for i in range(0, len(body), args.chunk_bytes):
+                    time.sleep(args.delay_ms / 1000)
+                    client.sendall(body[i:i + args.chunk_bytes])
             else:
                 client.sendall(rhead + body)
             if close_after:
