@@ -29,7 +29,7 @@ use super::chunked::ChunkedDecoder;
 use super::io::read_more;
 use super::request::{parse_request_head, HeadError, Limits, RequestHead, Version};
 use super::response::{DateCache, ResponseHead};
-use crate::error::json_body;
+use crate::error::{json_body, ErrorKind};
 
 /// Bytes reserved per read from a client socket.
 const READ_CHUNK_BYTES: usize = 4096;
@@ -213,14 +213,18 @@ pub async fn serve<S: Service, L: Lifecycle>(
             Ok(Some(parsed)) => parsed,
             Ok(None) | Err(HeadFailure::Closed) => return,
             Err(HeadFailure::Timeout) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), 408, "request head timed out").await;
+                let _ = write_plain_error(
+                    &mut conn,
+                    svc.dates(),
+                    ErrorKind::RequestTimeout.status(),
+                    "request head timed out",
+                )
+                .await;
                 return;
             }
             Err(HeadFailure::Parse(e)) => {
                 let _ =
-                    write_plain_error(&mut conn, svc.dates(), e.status(), head_error_message(&e))
-                        .await;
+                    write_plain_error(&mut conn, svc.dates(), e.kind().status(), e.message()).await;
                 return;
             }
         };
@@ -236,13 +240,23 @@ pub async fn serve<S: Service, L: Lifecycle>(
         match consume_body(&mut conn, &head, &settings).await {
             Ok(()) => {}
             Err(BodyFailure::TooLarge) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), 413, "request body too large").await;
+                let _ = write_plain_error(
+                    &mut conn,
+                    svc.dates(),
+                    ErrorKind::PayloadTooLarge.status(),
+                    "request body too large",
+                )
+                .await;
                 return;
             }
             Err(BodyFailure::Malformed) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), 400, "malformed chunked body").await;
+                let _ = write_plain_error(
+                    &mut conn,
+                    svc.dates(),
+                    ErrorKind::BadRequest.status(),
+                    "malformed chunked body",
+                )
+                .await;
                 return;
             }
             Err(BodyFailure::Closed) => return,
@@ -252,16 +266,6 @@ pub async fn serve<S: Service, L: Lifecycle>(
         if !outcome.keep_alive || !conn.keep_alive {
             return;
         }
-    }
-}
-
-fn head_error_message(e: &HeadError) -> &'static str {
-    match e {
-        HeadError::UriTooLong => "request-target longer than max_uri_bytes",
-        HeadError::HeaderTooLarge => "header block larger than max_header_bytes",
-        HeadError::TooManyHeaders => "more header fields than max_headers",
-        HeadError::BadRequest(why) => why,
-        HeadError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
     }
 }
 

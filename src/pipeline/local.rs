@@ -118,6 +118,9 @@ pub async fn error(
     if let Some((name, value)) = &e.header {
         h.header(name, value.as_bytes());
     }
+    if let Some(secs) = e.retry_after_secs {
+        h.header_u64("Retry-After", u64::from(secs));
+    }
     cx.policy.error_fields(&mut h, &head.headers, status);
     h.connection(head.version, conn.keep_alive);
     h.finish();
