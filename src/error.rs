@@ -4,7 +4,8 @@
 //! Every status the proxy makes itself comes from [`ErrorKind::status`]: the codec's early
 //! errors ([`crate::http::request::HeadError::kind`]), path checks
 //! ([`crate::http::path::PathError::kind`]), auth ([`crate::auth::AuthError::kind`]), the
-//! pipeline's phases and S3 errors turned into ours.
+//! pipeline's phases, S3 errors turned into ours, and the admin API. Responses are written by
+//! [`crate::http::small::write_error`].
 //!
 //! Not on the hot path of a successful request; building an error costs nothing for a fixed
 //! message (`&'static str`) and one small `String` for a formatted one, and rendering its body
