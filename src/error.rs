@@ -1,9 +1,17 @@
 //! The proxy's one error type: what failed, on which side, whether a retry is safe, and the single
 //! place where that maps to an HTTP status and the JSON body of DESIGN section 5.
 //!
-//! Not on the hot path of a successful request; building an error costs one small `String` for the
-//! message, and rendering its body one `serde_json` serialisation (~1 us).
+//! Every status the proxy makes itself comes from [`ErrorKind::status`]: the codec's early
+//! errors ([`crate::http::request::HeadError::kind`]), path checks
+//! ([`crate::http::path::PathError::kind`]), auth ([`crate::auth::AuthError::kind`]), the
+//! pipeline's phases, S3 errors turned into ours, and the admin API. Responses are written by
+//! [`crate::http::small::write_error`].
+//!
+//! Not on the hot path of a successful request; building an error costs nothing for a fixed
+//! message (`&'static str`) and one small `String` for a formatted one, and rendering its body
+//! one `serde_json` serialisation (~1 us).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Which side caused the failure. Drives log levels and metrics labels, never the status alone.
@@ -40,8 +48,14 @@ pub enum ErrorKind {
     HeaderFieldsTooLarge,
     /// 505: an HTTP version other than 1.0 or 1.1.
     VersionNotSupported,
+    /// 429: over a rate limit; answered with `Retry-After` (RFC 6585 section 4).
+    TooManyRequests,
+    /// 503: over `max_concurrent_requests`, every backend's breaker open, S3 `503 SlowDown` /
+    /// `ServiceUnavailable`, or shards that did not answer the admin API; answered with
+    /// `Retry-After` (RFC 9110 sections 15.6.4 and 10.2.3).
+    ServiceUnavailable,
     /// 502: connection refused/reset, TLS failure, DNS failure, malformed upstream response, or an
-    /// upstream 5xx.
+    /// upstream 5xx other than the 503s above.
     BadGateway,
     /// 504: connect or first-byte timeout towards S3.
     GatewayTimeout,
@@ -70,6 +84,8 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UriTooLong => 414,
             ErrorKind::HeaderFieldsTooLarge => 431,
+            ErrorKind::TooManyRequests => 429,
+            ErrorKind::ServiceUnavailable => 503,
             ErrorKind::VersionNotSupported => 505,
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout => 504,
@@ -92,49 +108,82 @@ pub struct ProxyError {
     /// Whether the same request may be retried on a fresh upstream connection without the client
     /// noticing (nothing was sent to the client yet and the request is idempotent).
     pub retryable: bool,
-    /// Human-readable detail for the JSON body and the log line.
-    pub message: String,
-    /// One extra response header the status requires (`Allow` on 405, `Content-Range` on 416).
-    pub header: Option<(&'static str, String)>,
+    /// Human-readable detail for the JSON body and the log line; fixed texts are borrowed.
+    pub message: Cow<'static, str>,
+    /// One extra response header the status requires (`Allow` on 405, `Content-Range` on 416,
+    /// `WWW-Authenticate` on 401/403).
+    pub header: Option<(&'static str, Cow<'static, str>)>,
+    /// `Retry-After` in seconds (RFC 9110 section 10.2.3), set on every 429 and 503.
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ProxyError {
-    /// A client-side error of `kind` with `message`.
-    pub fn client(kind: ErrorKind, message: impl Into<String>) -> Self {
+    fn new(
+        kind: ErrorKind,
+        side: Side,
+        retryable: bool,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         ProxyError {
             kind,
-            side: Side::Client,
-            retryable: false,
-            message: message.into(),
-            header: None,
-        }
-    }
-
-    /// An origin-side error of `kind`; `retryable` says whether a fresh connection may succeed.
-    pub fn origin(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> Self {
-        ProxyError {
-            kind,
-            side: Side::Origin,
+            side,
             retryable,
             message: message.into(),
             header: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// A client-side error of `kind` with `message`.
+    pub fn client(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError::new(kind, Side::Client, false, message)
+    }
+
+    /// An origin-side error of `kind`; `retryable` says whether a fresh connection may succeed.
+    pub fn origin(kind: ErrorKind, retryable: bool, message: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError::new(kind, Side::Origin, retryable, message)
     }
 
     /// An internal error (a bug): 500.
-    pub fn internal(message: impl Into<String>) -> Self {
-        ProxyError {
-            kind: ErrorKind::Internal,
-            side: Side::Internal,
-            retryable: false,
-            message: message.into(),
-            header: None,
-        }
+    pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError::new(ErrorKind::Internal, Side::Internal, false, message)
+    }
+
+    /// 429 over a rate limit, with `Retry-After: retry_after_secs` (RFC 6585 section 4).
+    pub fn too_many_requests(retry_after_secs: u32, message: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError::client(ErrorKind::TooManyRequests, message).with_retry_after(retry_after_secs)
+    }
+
+    /// 503 caused by `side` (the proxy's own limits: [`Side::Internal`]; open breakers or S3
+    /// asking to slow down: [`Side::Origin`], retryable), with `Retry-After: retry_after_secs`.
+    pub fn unavailable(
+        side: Side,
+        retry_after_secs: u32,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ProxyError::new(
+            ErrorKind::ServiceUnavailable,
+            side,
+            side == Side::Origin,
+            message,
+        )
+        .with_retry_after(retry_after_secs)
     }
 
     /// The same error with an extra response header.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+        debug_assert!(
+            !name.eq_ignore_ascii_case("retry-after"),
+            "use with_retry_after"
+        );
         self.header = Some((name, value.into()));
+        self
+    }
+
+    /// The same error answered with `Retry-After: secs` (delay-seconds, RFC 9110 section
+    /// 10.2.3). Costs no allocation: the value is formatted into the response head.
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
         self
     }
 
@@ -182,6 +231,38 @@ mod tests {
         assert_eq!(ErrorKind::HeaderFieldsTooLarge.status(), 431);
         assert_eq!(ErrorKind::BadGateway.status(), 502);
         assert_eq!(ErrorKind::GatewayTimeout.status(), 504);
+        assert_eq!(ErrorKind::TooManyRequests.status(), 429);
+        assert_eq!(ErrorKind::ServiceUnavailable.status(), 503);
+        assert_eq!(ErrorKind::RequestTimeout.status(), 408);
+        assert_eq!(ErrorKind::PayloadTooLarge.status(), 413);
+        assert_eq!(ErrorKind::VersionNotSupported.status(), 505);
+    }
+
+    #[test]
+    fn limits_and_unavailability_carry_retry_after() {
+        let e = ProxyError::too_many_requests(7, "rate limit");
+        assert_eq!(
+            (e.status(), e.side, e.retry_after_secs),
+            (429, Side::Client, Some(7))
+        );
+        assert!(!e.retryable);
+        let e = ProxyError::unavailable(Side::Origin, 1, "S3 answered 503 (SlowDown)");
+        assert_eq!((e.status(), e.retry_after_secs), (503, Some(1)));
+        assert!(
+            e.retryable,
+            "an origin asking to slow down may be retried elsewhere"
+        );
+        let e = ProxyError::unavailable(Side::Internal, 2, "max_concurrent_requests");
+        assert!(!e.retryable);
+        assert!(ProxyError::client(ErrorKind::NotFound, "x")
+            .retry_after_secs
+            .is_none());
+    }
+
+    #[test]
+    fn fixed_messages_are_borrowed() {
+        let e = ProxyError::client(ErrorKind::NotFound, "no bucket");
+        assert!(matches!(e.message, Cow::Borrowed("no bucket")));
     }
 
     #[test]

@@ -292,3 +292,35 @@ fn origin_500_message_is_logged_not_sent() {
 fn origin_403_keeps_its_status_and_hides_the_message() {
     origin_error_message_stays_in_the_log("403", "AccessDenied", 403);
 }
+
+#[test]
+fn origin_slow_down_is_503_with_retry_after() {
+    // S3 asking us to back off is passed on as a 503 the client may retry after a second.
+    for code in ["SlowDown", "ServiceUnavailable"] {
+        let origin = FaultyOrigin::start("error", &["--status", "503", "--code", code]);
+        let proxy = proxy_through(&origin);
+        let resp = proxy.get("/faulty/hello.txt", &[]);
+        resp.assert_json_error(503);
+        assert_eq!(resp.json()["error"], "Service Unavailable");
+        assert_eq!(resp.header("retry-after"), Some("1"), "{code}");
+        assert_eq!(
+            resp.json()["message"].as_str(),
+            Some(format!("S3 answered 503 ({code})").as_str())
+        );
+        // HEAD gets the same status and Retry-After, no body (S3 sends HEAD errors without a
+        // body, so the proxy sees no code there).
+        let head = proxy.client().request("HEAD", "/faulty/hello.txt", &[]);
+        assert_eq!(head.status, 503, "HEAD {code}");
+        assert_eq!(head.header("retry-after"), Some("1"), "HEAD {code}");
+        assert!(head.body.is_empty());
+    }
+}
+
+#[test]
+fn origin_500_stays_502_without_retry_after() {
+    let origin = FaultyOrigin::start("error", &["--status", "500", "--code", "InternalError"]);
+    let proxy = proxy_through(&origin);
+    let resp = proxy.get("/faulty/hello.txt", &[]);
+    resp.assert_json_error(502);
+    assert_eq!(resp.header("retry-after"), None);
+}

@@ -25,6 +25,7 @@
 pub mod health;
 pub mod probe;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -39,13 +40,14 @@ use crate::app::Reloader;
 use crate::cache::stats::ShardCacheStats;
 use crate::cache::PurgeScope;
 use crate::config::Config;
-use crate::error::json_body;
+use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::path::{decode_path, normalize_path, split_target};
 use crate::http::request::RequestHead;
 use crate::http::response::{DateCache, ResponseHead};
 use crate::http::server::{
     request_id_for, serve, Conn, NeverDrains, Outcome, ServerSettings, Service,
 };
+use crate::http::small::{write_error, write_small, Answering, SmallBody};
 use crate::metrics::Metrics;
 use crate::pipeline::prepared::Prepared;
 use crate::pipeline::Shard;
@@ -129,27 +131,40 @@ struct AdminService {
     open: std::cell::Cell<usize>,
 }
 
-/// A response built by a route: status, content type, body, extra header.
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-    extra: Option<(&'static str, String)>,
+/// A response built by a route, written by the one small-response writer
+/// ([`crate::http::small`]) with `Cache-Control: no-store`.
+enum Reply {
+    /// An answer with its own body: the JSON of `/health`, `/ready` (200 or 503), the cache
+    /// endpoints and reload (including reload's 400 with the rejected config's errors), or the
+    /// metrics exposition.
+    Body {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
+    /// A JSON error of DESIGN section 5, its status from the one error table.
+    Error(ProxyError),
 }
 
 impl Reply {
     fn json(status: u16, body: String) -> Reply {
-        Reply {
+        Reply::Body {
             status,
             content_type: "application/json",
             body,
-            extra: None,
         }
     }
 
-    fn error(status: u16, message: &str, request_id: &str) -> Reply {
-        let body = String::from_utf8_lossy(&json_body(status, message, request_id)).into_owned();
-        Reply::json(status, body)
+    /// A client error of `kind` (400, 401, 403, 404, 405).
+    fn client(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Reply {
+        Reply::Error(ProxyError::client(kind, message))
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            Reply::Body { status, .. } => *status,
+            Reply::Error(e) => e.status(),
+        }
     }
 }
 
@@ -173,28 +188,36 @@ impl Service for AdminService {
     async fn call(&self, head: &RequestHead, conn: &mut Conn) -> Outcome {
         let request_id = request_id_for(head);
         let reply = self.route(head, conn.peer, &request_id).await;
-        let mut h = ResponseHead::new(&mut conn.wbuf, reply.status);
-        h.header("Date", &self.dates.now())
-            .header("Content-Type", reply.content_type.as_bytes())
-            .header("Cache-Control", b"no-store")
-            .header_u64("Content-Length", reply.body.len() as u64)
-            .header("X-Request-Id", request_id.as_bytes());
-        if let Some((name, value)) = &reply.extra {
-            h.header(name, value.as_bytes());
-        }
-        h.connection(head.version, conn.keep_alive);
-        h.finish();
-        if head.method != Method::HEAD {
-            conn.wbuf.extend_from_slice(reply.body.as_bytes());
-        }
-        let ok = conn.flush().await.is_ok();
+        let to = Answering {
+            request_id: &request_id,
+            version: head.version,
+            head_request: head.method == Method::HEAD,
+        };
+        let no_store = |h: &mut ResponseHead<'_>| {
+            h.header("Cache-Control", b"no-store");
+        };
+        let written = match &reply {
+            Reply::Body {
+                status,
+                content_type,
+                body,
+            } => {
+                let small = SmallBody {
+                    content_type: Some(content_type.as_bytes()),
+                    bytes: body.as_bytes(),
+                };
+                write_small(conn, &self.dates, to, *status, small, no_store).await
+            }
+            Reply::Error(e) => write_error(conn, &self.dates, to, e, no_store).await,
+        };
+        let ok = written.is_ok();
         tracing::info!(
             target: "yatagarasu::admin",
             request_id = %request_id,
             client = %conn.peer.ip(),
             method = %head.method,
             path = %split_target(&head.target).0,
-            status = reply.status,
+            status = reply.status(),
         );
         Outcome {
             keep_alive: ok && conn.keep_alive,
@@ -207,9 +230,7 @@ impl AdminService {
         let (path, _) = split_target(&head.target);
         let read = head.method == Method::GET || head.method == Method::HEAD;
         match path {
-            "/health" | "/ready" | "/metrics" if !read => {
-                method_not_allowed("GET, HEAD", request_id)
-            }
+            "/health" | "/ready" | "/metrics" if !read => method_not_allowed("GET, HEAD"),
             "/health" => Reply::json(200, self.state.health.health_json()),
             "/ready" => {
                 let (status, body) = self
@@ -218,38 +239,31 @@ impl AdminService {
                     .ready_json(self.state.control.is_draining());
                 Reply::json(status, body)
             }
-            "/metrics" => Reply {
+            "/metrics" => Reply::Body {
                 status: 200,
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 body: self.state.metrics.render(),
-                extra: None,
             },
             p if p == "/admin" || p.starts_with("/admin/") => {
-                if let Err(reply) = self.authorize(head, peer, request_id) {
+                if let Err(reply) = self.authorize(head, peer) {
                     return reply;
                 }
                 self.admin(head, &p["/admin".len()..], request_id).await
             }
-            _ => Reply::error(404, "no such admin endpoint", request_id),
+            _ => Reply::client(ErrorKind::NotFound, "no such admin endpoint"),
         }
     }
 
     /// `/admin/*` access check (module docs).
-    fn authorize(
-        &self,
-        head: &RequestHead,
-        peer: SocketAddr,
-        request_id: &str,
-    ) -> Result<(), Reply> {
+    fn authorize(&self, head: &RequestHead, peer: SocketAddr) -> Result<(), Reply> {
         let snapshot = self.state.snapshot.load();
         let Some(token) = &snapshot.config.admin.token else {
             if peer.ip().is_loopback() || is_mapped_loopback(peer) {
                 return Ok(());
             }
-            return Err(Reply::error(
-                403,
+            return Err(Reply::client(
+                ErrorKind::Forbidden,
                 "admin.token is not set: the admin API answers loopback clients only",
-                request_id,
             ));
         };
         let presented = head
@@ -262,18 +276,13 @@ impl AdminService {
             });
         match presented {
             Some(p) if bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())) => Ok(()),
-            _ => {
-                let mut r = Reply::error(
-                    401,
+            _ => Err(Reply::Error(
+                ProxyError::client(
+                    ErrorKind::Unauthorized,
                     "admin endpoints need Authorization: Bearer <admin.token>",
-                    request_id,
-                );
-                r.extra = Some((
-                    "WWW-Authenticate",
-                    "Bearer realm=\"yatagarasu-admin\"".to_owned(),
-                ));
-                Err(r)
-            }
+                )
+                .with_header("WWW-Authenticate", "Bearer realm=\"yatagarasu-admin\""),
+            )),
         }
     }
 
@@ -283,33 +292,33 @@ impl AdminService {
         let get = head.method == Method::GET || head.method == Method::HEAD;
         if rest == "/reload" {
             if !post {
-                return method_not_allowed("POST", request_id);
+                return method_not_allowed("POST");
             }
             return self.reload(request_id).await;
         }
         if let Some(scope) = rest.strip_prefix("/cache/purge") {
             if !post {
-                return method_not_allowed("POST", request_id);
+                return method_not_allowed("POST");
             }
-            return match self.purge_scope(scope, request_id) {
-                Ok(scope) => self.purge(scope, request_id).await,
+            return match self.purge_scope(scope) {
+                Ok(scope) => self.purge(scope).await,
                 Err(reply) => reply,
             };
         }
         if let Some(scope) = rest.strip_prefix("/cache/stats") {
             if !get {
-                return method_not_allowed("GET, HEAD", request_id);
+                return method_not_allowed("GET, HEAD");
             }
             let bucket = match scope {
                 "" | "/" => None,
-                b => match self.known_bucket(&b[1..], request_id) {
+                b => match self.known_bucket(&b[1..]) {
                     Ok(name) => Some(name),
                     Err(reply) => return reply,
                 },
             };
-            return self.stats(bucket, request_id).await;
+            return self.stats(bucket).await;
         }
-        Reply::error(404, "no such admin endpoint", request_id)
+        Reply::client(ErrorKind::NotFound, "no such admin endpoint")
     }
 
     /// Re-read the config file off this thread's event loop and publish it (same path as SIGHUP).
@@ -322,7 +331,7 @@ impl AdminService {
                 json!({"status": "reloaded", "config_generation": generation}).to_string(),
             ),
             Ok(Err(errors)) => Reply::json(
-                400,
+                ErrorKind::BadRequest.status(),
                 json!({
                     "error": {
                         "status": 400,
@@ -334,7 +343,7 @@ impl AdminService {
                 })
                 .to_string(),
             ),
-            Err(_) => Reply::error(500, "reload worker failed", request_id),
+            Err(_) => Reply::Error(ProxyError::internal("reload worker failed")),
         }
     }
 
@@ -342,43 +351,41 @@ impl AdminService {
     /// normalised and the key percent-decoded by the same functions as a data-plane path
     /// (`normalize_path`, then `decode_path`), so `/public//dir//file.txt` purges the entry that
     /// `GET /public//dir//file.txt` filled.
-    fn purge_scope(&self, scope: &str, request_id: &str) -> Result<PurgeScope, Reply> {
+    fn purge_scope(&self, scope: &str) -> Result<PurgeScope, Reply> {
         if matches!(scope, "" | "/") {
             return Ok(PurgeScope::All);
         }
         let normalized = normalize_path(scope)
-            .map_err(|e| Reply::error(400, &format!("invalid purge path: {e}"), request_id))?;
+            .map_err(|e| Reply::client(e.kind(), format!("invalid purge path: {e}")))?;
         let rest = &normalized[1..];
         let (bucket, key) = match rest.split_once('/') {
             Some((b, k)) => (b, Some(k)),
             None => (rest, None),
         };
-        let bucket = self.known_bucket(bucket, request_id)?;
+        let bucket = self.known_bucket(bucket)?;
         match key {
             None | Some("") => Ok(PurgeScope::Bucket(bucket)),
             Some(k) => {
-                let key = decode_path(k).map_err(|e| {
-                    Reply::error(400, &format!("invalid object key: {e}"), request_id)
-                })?;
+                let key = decode_path(k)
+                    .map_err(|e| Reply::client(e.kind(), format!("invalid object key: {e}")))?;
                 Ok(PurgeScope::Object(bucket, key.into_owned()))
             }
         }
     }
 
     /// The config bucket named `name`, or a 404 reply.
-    fn known_bucket(&self, name: &str, request_id: &str) -> Result<String, Reply> {
+    fn known_bucket(&self, name: &str) -> Result<String, Reply> {
         let snapshot = self.state.snapshot.load();
         match snapshot.config.bucket(name) {
             Some(b) => Ok(b.name.clone()),
-            None => Err(Reply::error(
-                404,
-                &format!("no bucket named {name:?} in the config"),
-                request_id,
+            None => Err(Reply::client(
+                ErrorKind::NotFound,
+                format!("no bucket named {name:?} in the config"),
             )),
         }
     }
 
-    async fn purge(&self, scope: PurgeScope, request_id: &str) -> Reply {
+    async fn purge(&self, scope: PurgeScope) -> Reply {
         let scope = Arc::new(scope);
         let job_scope = scope.clone();
         match self
@@ -407,11 +414,11 @@ impl AdminService {
                     .to_string(),
                 )
             }
-            Err(e) => Reply::error(503, &format!("not every shard answered: {e}"), request_id),
+            Err(e) => shards_unavailable(e),
         }
     }
 
-    async fn stats(&self, bucket: Option<String>, request_id: &str) -> Reply {
+    async fn stats(&self, bucket: Option<String>) -> Reply {
         let wanted = bucket.clone();
         match self
             .state
@@ -420,9 +427,18 @@ impl AdminService {
             .await
         {
             Ok(shards) => Reply::json(200, stats_json(bucket.as_deref(), &shards)),
-            Err(e) => Reply::error(503, &format!("not every shard answered: {e}"), request_id),
+            Err(e) => shards_unavailable(e),
         }
     }
+}
+
+/// 503 with `Retry-After: 1` when a shard did not answer a control job (draining or stopped).
+fn shards_unavailable(e: impl std::fmt::Display) -> Reply {
+    Reply::Error(ProxyError::unavailable(
+        Side::Internal,
+        1,
+        format!("not every shard answered: {e}"),
+    ))
 }
 
 /// Totals over shards plus the per-shard detail.
@@ -460,10 +476,14 @@ fn stats_json(bucket: Option<&str>, shards: &[ShardCacheStats]) -> String {
     .to_string()
 }
 
-fn method_not_allowed(allow: &'static str, request_id: &str) -> Reply {
-    let mut r = Reply::error(405, "method not allowed on this endpoint", request_id);
-    r.extra = Some(("Allow", allow.to_owned()));
-    r
+fn method_not_allowed(allow: &'static str) -> Reply {
+    Reply::Error(
+        ProxyError::client(
+            ErrorKind::MethodNotAllowed,
+            "method not allowed on this endpoint",
+        )
+        .with_header("Allow", allow),
+    )
 }
 
 fn is_mapped_loopback(peer: SocketAddr) -> bool {

@@ -80,6 +80,6 @@ async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeS
             ProbeState::Failed(format!("S3 answered {}", resp.status))
         }
         Ok(resp) => ProbeState::Answered(resp.status),
-        Err(e) => ProbeState::Failed(e.message),
+        Err(e) => ProbeState::Failed(e.message.into_owned()),
     }
 }

@@ -33,6 +33,7 @@ use std::fmt;
 use std::rc::Rc;
 
 pub use crate::config::TokenSource;
+use crate::error::ErrorKind;
 pub use cache::TokenCache;
 pub use jwks::{fetch_jwks, JwksStore};
 pub use keys::Verifier;
@@ -83,12 +84,13 @@ pub mod reason {
 }
 
 impl AuthError {
-    /// HTTP status: 401 for [`AuthError::Missing`] and [`AuthError::Invalid`], 403 for
-    /// [`AuthError::Forbidden`] (DESIGN section 5).
-    pub fn status(&self) -> u16 {
+    /// The error kind answered: [`ErrorKind::Unauthorized`] (401) for [`AuthError::Missing`]
+    /// and [`AuthError::Invalid`], [`ErrorKind::Forbidden`] (403) for [`AuthError::Forbidden`]
+    /// (DESIGN section 5; RFC 6750 section 3.1).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            AuthError::Missing | AuthError::Invalid(_) => 401,
-            AuthError::Forbidden(_) => 403,
+            AuthError::Missing | AuthError::Invalid(_) => ErrorKind::Unauthorized,
+            AuthError::Forbidden(_) => ErrorKind::Forbidden,
         }
     }
 

@@ -393,7 +393,7 @@ fn claims_rules_give_403_and_the_rule() {
         err,
         AuthError::Forbidden(r#"claim role must equal "admin""#.into())
     );
-    assert_eq!(err.status(), 403);
+    assert_eq!(err.kind().status(), 403);
     assert!(!err.to_string().contains(&guest));
     let no_roles = sign(Algorithm::HS256, &json!({"role": "admin", "exp": NOW + 60}));
     assert_eq!(
@@ -775,19 +775,19 @@ fn header_tokens_and_source_order() {
 
 #[test]
 fn errors_map_to_status_and_challenge() {
-    assert_eq!(AuthError::Missing.status(), 401);
+    assert_eq!(AuthError::Missing.kind().status(), 401);
     assert_eq!(
         AuthError::Missing.www_authenticate("private"),
         r#"Bearer realm="private""#
     );
     let e = AuthError::Invalid(reason::EXPIRED);
-    assert_eq!(e.status(), 401);
+    assert_eq!(e.kind().status(), 401);
     assert_eq!(
         e.www_authenticate("private"),
         r#"Bearer realm="private", error="invalid_token", error_description="expired""#
     );
     let e = AuthError::Forbidden("claim role must equal \"admin\"".into());
-    assert_eq!(e.status(), 403);
+    assert_eq!(e.kind().status(), 403);
     assert_eq!(
         e.www_authenticate("a\"b"),
         r#"Bearer realm="a\"b", error="insufficient_scope""#

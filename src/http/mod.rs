@@ -17,3 +17,4 @@ pub mod range;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod small;

@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::error::ErrorKind;
+
 /// Why a request path was rejected; every case is answered 400.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PathError {
@@ -22,9 +24,9 @@ pub enum PathError {
 }
 
 impl PathError {
-    /// HTTP status for the error response: always 400.
-    pub fn status(&self) -> u16 {
-        400
+    /// The error kind answered: always [`ErrorKind::BadRequest`] (400, DESIGN section 5).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::BadRequest
     }
 }
 
@@ -334,7 +336,7 @@ mod tests {
         assert_eq!(normalize_path("/a/%4"), Err(PathError::BadPercentEncoding));
         assert_eq!(normalize_path("/a/%"), Err(PathError::BadPercentEncoding));
         assert_eq!(normalize_path("/a/%g1"), Err(PathError::BadPercentEncoding));
-        assert_eq!(PathError::DotDotSegment.status(), 400);
+        assert_eq!(PathError::DotDotSegment.kind().status(), 400);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 
+use crate::error::{ErrorKind, ProxyError};
+
 /// Header slots kept on the stack; a `max_headers` above this uses a heap array instead.
 const STACK_HEADER_SLOTS: usize = 128;
 
@@ -77,7 +79,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
-/// Why a request head was rejected; [`HeadError::status`] gives the response status.
+/// Why a request head was rejected; [`HeadError::kind`] gives the error kind (and through
+/// [`ErrorKind::status`] the response status), [`HeadError::message`] the client-facing text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
     /// Request-target longer than `max_uri_bytes`, or a request line that fills
@@ -95,14 +98,34 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    /// HTTP status code for the error response: 414, 431, 431, 400 or 505.
-    pub fn status(&self) -> u16 {
+    /// The error kind answered: [`ErrorKind::UriTooLong`] (414),
+    /// [`ErrorKind::HeaderFieldsTooLarge`] (431, both size and count),
+    /// [`ErrorKind::BadRequest`] (400) or [`ErrorKind::VersionNotSupported`] (505).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            HeadError::UriTooLong => 414,
-            HeadError::HeaderTooLarge | HeadError::TooManyHeaders => 431,
-            HeadError::BadRequest(_) => 400,
-            HeadError::VersionNotSupported => 505,
+            HeadError::UriTooLong => ErrorKind::UriTooLong,
+            HeadError::HeaderTooLarge | HeadError::TooManyHeaders => {
+                ErrorKind::HeaderFieldsTooLarge
+            }
+            HeadError::BadRequest(_) => ErrorKind::BadRequest,
+            HeadError::VersionNotSupported => ErrorKind::VersionNotSupported,
         }
+    }
+
+    /// The `message` of the JSON error body: fixed text naming the limit or the reason.
+    pub fn message(&self) -> &'static str {
+        match self {
+            HeadError::UriTooLong => "request-target longer than max_uri_bytes",
+            HeadError::HeaderTooLarge => "header block larger than max_header_bytes",
+            HeadError::TooManyHeaders => "more header fields than max_headers",
+            HeadError::BadRequest(why) => why,
+            HeadError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+        }
+    }
+
+    /// The client error this head gets: [`HeadError::kind`] with [`HeadError::message`].
+    pub fn to_error(&self) -> ProxyError {
+        ProxyError::client(self.kind(), self.message())
     }
 }
 
@@ -621,7 +644,7 @@ mod tests {
             parse_request_head(b"GET /1234567890 HTT", &limits).unwrap_err(),
             HeadError::UriTooLong
         );
-        assert_eq!(HeadError::UriTooLong.status(), 414);
+        assert_eq!(HeadError::UriTooLong.kind().status(), 414);
     }
 
     #[test]
@@ -666,7 +689,7 @@ mod tests {
         let mut with_body = buf.to_vec();
         with_body.extend_from_slice(&[b'x'; 64]);
         assert!(parse_request_head(&with_body, &exact).unwrap().is_some());
-        assert_eq!(HeadError::HeaderTooLarge.status(), 431);
+        assert_eq!(HeadError::HeaderTooLarge.kind().status(), 431);
     }
 
     #[test]
@@ -716,7 +739,7 @@ mod tests {
             parse_request_head(partial, &limits).unwrap_err(),
             HeadError::TooManyHeaders
         );
-        assert_eq!(HeadError::TooManyHeaders.status(), 431);
+        assert_eq!(HeadError::TooManyHeaders.kind().status(), 431);
     }
 
     #[test]
@@ -913,7 +936,7 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
-            assert_eq!(parse_err(bad).status(), 400, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(parse_err(bad).kind().status(), 400, "{}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -945,7 +968,7 @@ mod tests {
             HeadError::VersionNotSupported
         );
         assert_eq!(parse_err(b"GET / HTTP/2"), HeadError::VersionNotSupported);
-        assert_eq!(HeadError::VersionNotSupported.status(), 505);
+        assert_eq!(HeadError::VersionNotSupported.kind().status(), 505);
         assert!(matches!(
             parse_err(b"GET / FOO/1.1\r\nHost: h\r\n\r\n"),
             HeadError::BadRequest(_)
@@ -969,7 +992,7 @@ mod tests {
             b"GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             assert_eq!(
-                parse_err(bad).status(),
+                parse_err(bad).kind().status(),
                 400,
                 "{}",
                 String::from_utf8_lossy(bad)

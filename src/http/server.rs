@@ -28,8 +28,9 @@ use yatagarasu_runtime::ShardContext;
 use super::chunked::ChunkedDecoder;
 use super::io::read_more;
 use super::request::{parse_request_head, HeadError, Limits, RequestHead, Version};
-use super::response::{DateCache, ResponseHead};
-use crate::error::json_body;
+use super::response::DateCache;
+use super::small::{write_error, Answering};
+use crate::error::{ErrorKind, ProxyError};
 
 /// Bytes reserved per read from a client socket.
 const READ_CHUNK_BYTES: usize = 4096;
@@ -213,14 +214,12 @@ pub async fn serve<S: Service, L: Lifecycle>(
             Ok(Some(parsed)) => parsed,
             Ok(None) | Err(HeadFailure::Closed) => return,
             Err(HeadFailure::Timeout) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), 408, "request head timed out").await;
+                let e = ProxyError::client(ErrorKind::RequestTimeout, "request head timed out");
+                let _ = write_early_error(&mut conn, svc.dates(), &e).await;
                 return;
             }
             Err(HeadFailure::Parse(e)) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), e.status(), head_error_message(&e))
-                        .await;
+                let _ = write_early_error(&mut conn, svc.dates(), &e.to_error()).await;
                 return;
             }
         };
@@ -235,33 +234,18 @@ pub async fn serve<S: Service, L: Lifecycle>(
         }
         match consume_body(&mut conn, &head, &settings).await {
             Ok(()) => {}
-            Err(BodyFailure::TooLarge) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), 413, "request body too large").await;
+            Err(failure) => {
+                if let Some(e) = failure.to_error() {
+                    let _ = write_early_error(&mut conn, svc.dates(), &e).await;
+                }
                 return;
             }
-            Err(BodyFailure::Malformed) => {
-                let _ =
-                    write_plain_error(&mut conn, svc.dates(), 400, "malformed chunked body").await;
-                return;
-            }
-            Err(BodyFailure::Closed) => return,
         }
         conn.keep_alive = head.keep_alive && !ctx.is_draining();
         let outcome = svc.call(&head, &mut conn).await;
         if !outcome.keep_alive || !conn.keep_alive {
             return;
         }
-    }
-}
-
-fn head_error_message(e: &HeadError) -> &'static str {
-    match e {
-        HeadError::UriTooLong => "request-target longer than max_uri_bytes",
-        HeadError::HeaderTooLarge => "header block larger than max_header_bytes",
-        HeadError::TooManyHeaders => "more header fields than max_headers",
-        HeadError::BadRequest(why) => why,
-        HeadError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
     }
 }
 
@@ -336,10 +320,31 @@ async fn read_head<L: Lifecycle>(
     }
 }
 
+/// Why a request body could not be consumed.
 enum BodyFailure {
+    /// Longer than `max_body_bytes`: 413.
     TooLarge,
+    /// Broken chunked framing: 400.
     Malformed,
+    /// Socket error, EOF or timeout mid-body: nothing to answer.
     Closed,
+}
+
+impl BodyFailure {
+    /// The answer the failure gets, if the client can still be answered.
+    fn to_error(&self) -> Option<ProxyError> {
+        match self {
+            BodyFailure::TooLarge => Some(ProxyError::client(
+                ErrorKind::PayloadTooLarge,
+                "request body too large",
+            )),
+            BodyFailure::Malformed => Some(ProxyError::client(
+                ErrorKind::BadRequest,
+                "malformed chunked body",
+            )),
+            BodyFailure::Closed => None,
+        }
+    }
 }
 
 /// Consume (and discard) the request body: GET and HEAD bodies carry no meaning for S3 reads, but
@@ -411,25 +416,17 @@ async fn fill(conn: &mut Conn, deadline: Instant) -> Result<(), BodyFailure> {
     }
 }
 
-/// Write a proxy-generated JSON error response (DESIGN section 5) with `Connection: close` and a
-/// fresh request id; used for failures before a request could be handed to the service.
-async fn write_plain_error(
-    conn: &mut Conn,
-    dates: &DateCache,
-    status: u16,
-    message: &str,
-) -> io::Result<()> {
+/// Answer `e` as the JSON error of DESIGN section 5 with `Connection: close` and a fresh
+/// request id, then half-close; for failures before a request could be handed to the service.
+async fn write_early_error(conn: &mut Conn, dates: &DateCache, e: &ProxyError) -> io::Result<()> {
+    conn.keep_alive = false;
     let request_id = new_request_id();
-    let body = json_body(status, message, &request_id);
-    let mut head = ResponseHead::new(&mut conn.wbuf, status);
-    head.header("Date", &dates.now())
-        .header("Content-Type", b"application/json")
-        .header_u64("Content-Length", body.len() as u64)
-        .header("X-Request-Id", request_id.as_bytes())
-        .header("Connection", b"close");
-    head.finish();
-    conn.wbuf.extend_from_slice(&body);
-    let res = conn.flush().await;
+    let to = Answering {
+        request_id: &request_id,
+        version: Version::Http11,
+        head_request: false,
+    };
+    let res = write_error(conn, dates, to, e, |_| {}).await;
     let _ = monoio::io::AsyncWriteRent::shutdown(&mut conn.stream).await;
     res
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use super::route::ObjectRoute;
 use super::{Local, RequestCtx, Shard};
 use crate::auth::{authenticate, extract_token, AuthError};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::ProxyError;
 use crate::http::request::RequestHead;
 
 /// Verify the request's token when `object`'s bucket requires one; the verified claims go
@@ -46,14 +46,7 @@ pub fn check<'l>(
             cx.subject = Some(verified);
             Ok(())
         }
-        Err(e) => {
-            let kind = if e.status() == 403 {
-                ErrorKind::Forbidden
-            } else {
-                ErrorKind::Unauthorized
-            };
-            Err(ProxyError::client(kind, e.to_string())
-                .with_header("WWW-Authenticate", e.www_authenticate(&object.bucket.name)))
-        }
+        Err(e) => Err(ProxyError::client(e.kind(), e.to_string())
+            .with_header("WWW-Authenticate", e.www_authenticate(&object.bucket.name))),
     }
 }

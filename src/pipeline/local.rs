@@ -3,6 +3,8 @@
 //! `OPTIONS` (`Allow`, or a CORS preflight), and every error as the JSON body of DESIGN
 //! section 5.
 //!
+//! Every answer goes through the one small-response writer ([`crate::http::small`]).
+//!
 //! Hot path only for errors (one small head and body in the connection's buffer, one write).
 
 use http::Method;
@@ -10,11 +12,12 @@ use http::Method;
 use super::headers;
 use super::route::LocalAnswer;
 use super::{Local, RequestCtx, Shard, Summary, ALLOW};
-use crate::error::{json_body, ProxyError};
+use crate::error::ProxyError;
 use crate::http::cors::CorsPolicy;
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::server::Conn;
+use crate::http::small::{write_error, write_small, Answering, SmallBody};
 
 /// Answer a request the route phase kept for the proxy itself.
 pub async fn answer(
@@ -31,6 +34,25 @@ pub async fn answer(
     }
 }
 
+/// The request `head` as a small response answers it.
+fn answering<'a>(head: &RequestHead, cx: &'a RequestCtx<'_>) -> Answering<'a> {
+    Answering {
+        request_id: &cx.request_id,
+        version: head.version,
+        head_request: head.method == Method::HEAD,
+    }
+}
+
+/// What a small answer of `status` with `bytes` of body did: the connection stays usable when
+/// the write succeeded and it was to be kept alive.
+fn summary(status: u16, bytes: u64, written: std::io::Result<()>, conn: &Conn) -> Summary {
+    Summary {
+        status,
+        bytes,
+        keep_alive: written.is_ok() && conn.keep_alive,
+    }
+}
+
 /// `/health` and `/ready`: `/ready` is 503 while this shard drains.
 async fn health(
     shard: &Shard,
@@ -44,24 +66,17 @@ async fn health(
     } else {
         shard.health.ready_json(shard.ctx.is_draining())
     };
-    let mut h = ResponseHead::new(&mut conn.wbuf, status);
-    h.header("Date", &shard.dates.now())
-        .header("Content-Type", b"application/json")
-        .header("Cache-Control", b"no-store")
-        .header_u64("Content-Length", body.len() as u64)
-        .header("X-Request-Id", cx.request_id.as_bytes());
-    h.connection(head.version, conn.keep_alive);
-    h.finish();
-    let is_head = head.method == Method::HEAD;
-    if !is_head {
-        conn.wbuf.extend_from_slice(body.as_bytes());
-    }
-    let ok = conn.flush().await.is_ok();
-    Summary {
-        status,
-        bytes: if is_head { 0 } else { body.len() as u64 },
-        keep_alive: ok && conn.keep_alive,
-    }
+    let to = answering(head, cx);
+    let small = SmallBody {
+        content_type: Some(b"application/json"),
+        bytes: body.as_bytes(),
+    };
+    let written = write_small(conn, &shard.dates, to, status, small, |h| {
+        h.header("Cache-Control", b"no-store");
+    })
+    .await;
+    let bytes = if to.head_request { 0 } else { body.len() };
+    summary(status, bytes as u64, written, conn)
 }
 
 /// `OPTIONS`: 200 with `Allow` (DESIGN section 5), or 204 with the CORS fields when it is a
@@ -75,24 +90,19 @@ async fn options(
 ) -> Summary {
     let preflight = headers::accepted_preflight(cors, &head.headers);
     let status = if preflight.is_some() { 204 } else { 200 };
-    let mut h = ResponseHead::new(&mut conn.wbuf, status);
-    h.header("Date", &shard.dates.now());
-    match &preflight {
-        Some((policy, p)) => policy.write_preflight(&mut h, p),
+    let empty = SmallBody {
+        content_type: None,
+        bytes: b"",
+    };
+    let fields = |h: &mut ResponseHead<'_>| match &preflight {
+        Some((policy, p)) => policy.write_preflight(h, p),
         None => {
-            h.header("Allow", ALLOW.as_bytes())
-                .header("Content-Length", b"0");
+            h.header("Allow", ALLOW.as_bytes());
         }
-    }
-    h.header("X-Request-Id", cx.request_id.as_bytes())
-        .connection(head.version, conn.keep_alive);
-    h.finish();
-    let ok = conn.flush().await.is_ok();
-    Summary {
-        status,
-        bytes: 0,
-        keep_alive: ok && conn.keep_alive,
-    }
+    };
+    let to = answering(head, cx);
+    let written = write_small(conn, &shard.dates, to, status, empty, fields).await;
+    summary(status, 0, written, conn)
 }
 
 /// Write `e` as the JSON error of DESIGN section 5 (no body for HEAD), with the routed
@@ -109,25 +119,7 @@ pub async fn error(
     if status >= 500 {
         tracing::warn!(request_id = %cx.request_id, status, error = %e.message, "request failed");
     }
-    let body = json_body(status, &e.message, &cx.request_id);
-    let mut h = ResponseHead::new(&mut conn.wbuf, status);
-    h.header("Date", &shard.dates.now())
-        .header("Content-Type", b"application/json")
-        .header_u64("Content-Length", body.len() as u64)
-        .header("X-Request-Id", cx.request_id.as_bytes());
-    if let Some((name, value)) = &e.header {
-        h.header(name, value.as_bytes());
-    }
-    cx.policy.error_fields(&mut h, &head.headers, status);
-    h.connection(head.version, conn.keep_alive);
-    h.finish();
-    if head.method != Method::HEAD {
-        conn.wbuf.extend_from_slice(&body);
-    }
-    let ok = conn.flush().await.is_ok();
-    Summary {
-        status,
-        bytes: 0,
-        keep_alive: ok && conn.keep_alive,
-    }
+    let fields = |h: &mut ResponseHead<'_>| cx.policy.error_fields(h, &head.headers, status);
+    let written = write_error(conn, &shard.dates, answering(head, cx), e, fields).await;
+    summary(status, 0, written, conn)
 }

@@ -20,7 +20,7 @@ use super::fill::Growing;
 use super::lookup::{Fill, Miss};
 use super::{cached, RequestCtx, Shard, Summary, BODY_CHUNK_BYTES, NOT_MODIFIED_FIELDS};
 use crate::cache::{storable_ttl, CacheOutcome, CachedObject, STORED_HEADERS};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::ResponseHead;
 use crate::http::server::Conn;
@@ -340,7 +340,8 @@ async fn fill_and_deliver(
 }
 
 /// Read S3's (small) error body, log its Code and Message (with the request id), and build the
-/// client error: 5xx -> 502, anything else keeps its status (DESIGN section 5). The client
+/// client error: `503 SlowDown` / `503 ServiceUnavailable` (or a 503 without a code) -> 503
+/// with `Retry-After: 1`, retryable; other 5xx -> 502; anything else keeps its status (DESIGN section 5). The client
 /// sees only the status and S3's code, bounded as the metrics label is
 /// ([`crate::metrics::label_safe_code`]), in a fixed text: `S3 answered 500 (InternalError)`.
 /// S3's Message never reaches the client: origins put internal hosts, addresses and bucket
@@ -389,6 +390,9 @@ pub async fn origin_error(
             crate::metrics::label_safe_code(code)
         )
     };
+    if is_slow_down(status, code) {
+        return ProxyError::unavailable(Side::Origin, SLOW_DOWN_RETRY_AFTER_SECS, detail);
+    }
     if status >= 500 {
         return ProxyError::origin(ErrorKind::BadGateway, false, detail);
     }
@@ -399,15 +403,36 @@ pub async fn origin_error(
             .get(header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
         {
-            e = e.with_header("Content-Range", v);
+            e = e.with_header("Content-Range", v.to_owned());
         }
     }
     e
 }
 
+/// `Retry-After` sent with a 503 that passes on S3's request to slow down, seconds.
+const SLOW_DOWN_RETRY_AFTER_SECS: u32 = 1;
+
+/// Whether S3 asked us to back off: `503 SlowDown` or `503 ServiceUnavailable` (AWS S3 error
+/// responses: "Reduce your request rate"), or a 503 without a readable code (S3 sends no error
+/// body to HEAD, so a HEAD's SlowDown has no code). A 503 with any other code is a failure of
+/// the origin like any 5xx.
+fn is_slow_down(status: u16, code: &str) -> bool {
+    status == 503 && matches!(code, "" | "SlowDown" | "ServiceUnavailable")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_s3_slow_down_codes_become_503() {
+        assert!(is_slow_down(503, "SlowDown"));
+        assert!(is_slow_down(503, "ServiceUnavailable"));
+        assert!(is_slow_down(503, ""), "a HEAD's 503 has no body");
+        assert!(!is_slow_down(503, "InternalError"));
+        assert!(!is_slow_down(502, ""));
+        assert!(!is_slow_down(500, "SlowDown"));
+    }
 
     #[test]
     fn pass_through_names_are_all_canonicalised() {

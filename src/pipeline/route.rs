@@ -15,7 +15,7 @@ use super::{Local, RequestCtx, ALLOW};
 use crate::config::BucketConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::cors::CorsPolicy;
-use crate::http::path::{decode_path, normalize_path, query_pairs, split_target};
+use crate::http::path::{decode_path, normalize_path, query_pairs, split_target, PathError};
 use crate::http::request::RequestHead;
 
 /// What the route phase made of a request.
@@ -67,7 +67,7 @@ pub fn route<'l, 'h>(
         return Ok(Route::Local(LocalAnswer::Options(cors)));
     }
     let path = normalize_path(raw_path)
-        .map_err(|e| ProxyError::client(ErrorKind::BadRequest, format!("invalid path: {e}")))?;
+        .map_err(|e| ProxyError::client(e.kind(), format!("invalid path: {e}")))?;
     if head.method != Method::GET && head.method != Method::HEAD {
         return Err(ProxyError::client(
             ErrorKind::MethodNotAllowed,
@@ -91,7 +91,7 @@ pub fn route<'l, 'h>(
     // case: no allocation), else it is decoded from the normalised copy.
     debug_assert!(path.ends_with(rest));
     let rest_start = path.len() - rest.len();
-    let bad = |e| ProxyError::client(ErrorKind::BadRequest, format!("invalid path: {e}"));
+    let bad = |e: PathError| ProxyError::client(e.kind(), format!("invalid path: {e}"));
     let key: Cow<'h, [u8]> = match path {
         Cow::Borrowed(p) => decode_path(&p[rest_start..]).map_err(bad)?,
         Cow::Owned(p) => Cow::Owned(decode_path(&p[rest_start..]).map_err(bad)?.into_owned()),
