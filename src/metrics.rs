@@ -651,22 +651,42 @@ struct Scrape(Arc<Metrics>);
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
+/// One counter or gauge family: a single unlabelled series is written bare, anything else
+/// as labelled series (values escaped per OpenMetrics).
+fn scalar<V: Copy, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    series: &[(Labels<'_>, V)],
+    make: impl Fn(V) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, metric_type)?;
+    if let [(labels, v)] = series {
+        if labels.is_empty() {
+            return make(*v).encode(m);
+        }
+    }
+    for (labels, v) in series {
+        make(*v).encode(m.encode_family(&escaped(labels))?)?;
+    }
+    Ok(())
+}
+
 fn counter(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     series: &[(Labels<'_>, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    if let [(labels, v)] = series {
-        if labels.is_empty() {
-            return ConstCounter::new(*v).encode(m);
-        }
-    }
-    for (labels, v) in series {
-        ConstCounter::new(*v).encode(m.encode_family(&escaped(labels))?)?;
-    }
-    Ok(())
+    scalar(
+        enc,
+        name,
+        help,
+        MetricType::Counter,
+        series,
+        ConstCounter::new,
+    )
 }
 
 fn gauge(
@@ -675,16 +695,7 @@ fn gauge(
     help: &str,
     series: &[(Labels<'_>, i64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    if let [(labels, v)] = series {
-        if labels.is_empty() {
-            return ConstGauge::new(*v).encode(m);
-        }
-    }
-    for (labels, v) in series {
-        ConstGauge::new(*v).encode(m.encode_family(&escaped(labels))?)?;
-    }
-    Ok(())
+    scalar(enc, name, help, MetricType::Gauge, series, ConstGauge::new)
 }
 
 fn histogram(

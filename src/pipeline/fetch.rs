@@ -118,20 +118,20 @@ pub async fn fetch<'s>(
     let request = |method: &'static str, forward: Forward| {
         object_request(head, object, &plan, method, forward)
     };
-    let mut resp = send(shard, cx.metrics, &backend, &request(method, Forward::All)).await?;
+    let metrics = cx.metrics;
+    let ask = |forward: Forward| {
+        let req = request(method, forward);
+        let backend = &backend;
+        async move { send(shard, metrics, backend, &req).await }
+    };
+    let mut resp = ask(Forward::All).await?;
     // A 412 may be S3's misreading (RGW fails If-Match lists that hold the current tag) or
     // the If-Range precondition we injected: ask again for the Range alone and decide below.
     let client_preconditions = head.headers.contains_key(header::IF_MATCH)
         || head.headers.contains_key(header::IF_UNMODIFIED_SINCE);
     if resp.status == 412 && (plan.injected.is_some() || client_preconditions) {
         drop(resp);
-        resp = send(
-            shard,
-            cx.metrics,
-            &backend,
-            &request(method, Forward::RangeOnly),
-        )
-        .await?;
+        resp = ask(Forward::RangeOnly).await?;
     }
     if matches!(resp.status, 200 | 206) {
         match settle_conditionals(&head.headers, &plan, &resp)? {
@@ -139,13 +139,7 @@ pub async fn fetch<'s>(
             Settled::NotModified => resp.status = 304,
             Settled::WholeObject => {
                 drop(resp);
-                resp = send(
-                    shard,
-                    cx.metrics,
-                    &backend,
-                    &request(method, Forward::Nothing),
-                )
-                .await?;
+                resp = ask(Forward::Nothing).await?;
             }
         }
     }
