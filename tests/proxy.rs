@@ -875,3 +875,34 @@ fn a_missing_key_logs_only_its_access_line_and_text_logs_carry_no_colour() {
         panic!("{e}; log:\n{log}");
     }
 }
+
+#[test]
+fn a_spliced_body_leaves_both_connections_usable() {
+    // 100 MiB is over the item limit, so it moves by splice(2) through a pipe: afterwards the
+    // client connection and the pooled upstream connection must both serve again.
+    let b = backend();
+    let big = b.object("yata-public", "100m.bin");
+    let small = b.object("yata-public", "hello.txt");
+    let proxy = Proxy::start(&config("  shards: 1\n", ""));
+    let mut c = proxy.client();
+    for _ in 0..2 {
+        let r = c.request("GET", "/public/100m.bin", &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256_hex(&r.body), big.sha256);
+        // The same client connection, then the pooled upstream connection, serve again.
+        let r = c.request(
+            "GET",
+            "/public/hello.txt?fresh",
+            &[("Cache-Control", "no-cache")],
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256_hex(&r.body), small.sha256);
+    }
+    let transport = "yatagarasu_upstream_errors_total{bucket=\"public\",code=\"transport\"}";
+    let m = proxy.admin("GET", "/metrics", &[]);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        !text.lines().any(|l| l.starts_with(transport)),
+        "no upstream transport error after a spliced body:\n{text}"
+    );
+}
