@@ -15,6 +15,7 @@
 
 pub mod dns;
 pub mod pool;
+mod splice;
 pub mod stream;
 pub mod tls;
 
@@ -561,6 +562,21 @@ impl Body<'_> {
         let Some(UpstreamStream::Plain(src)) = self.stream.as_mut() else {
             return Err(SpliceError::Upstream(closed()));
         };
+        if !monoio::utils::is_legacy() {
+            // io_uring: readiness polls plus inline splices, not io-wq splice ops (splice.rs).
+            splice::readiness_splice(
+                src,
+                dst,
+                remaining,
+                moved,
+                PIPE_BYTES,
+                self.read_timeout,
+                send_timeout,
+            )
+            .await?;
+            self.finish();
+            return Ok(());
+        }
         let (mut pipe_out, mut pipe_in) =
             monoio::net::unix::new_pipe().map_err(SpliceError::Client)?;
         while *remaining > 0 {
