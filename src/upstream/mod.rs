@@ -539,8 +539,8 @@ impl Body<'_> {
     }
 
     /// Move the rest of a [`Body::spliceable`] body to `dst` through a pipe with splice(2)
-    /// (io_uring `IORING_OP_SPLICE`, Linux 5.7+; `splice` with `SPLICE_F_NONBLOCK` under the epoll
-    /// driver): the bytes go socket -> pipe -> socket as page references inside the kernel and
+    /// (non-blocking `splice` on readiness: io_uring poll ops, see `splice.rs`, or the epoll
+    /// driver's readiness): the bytes go socket -> pipe -> socket as page references inside the kernel and
     /// never through a user-space buffer. Each step moves at most one pipe's worth (64 KiB) and
     /// waits until the client took it before reading more from S3, so backpressure is what it
     /// is with [`Body::read`]. `moved` counts the bytes the client received, also on error.
