@@ -454,14 +454,11 @@ impl Body<'_> {
                     let read = stream.read(owned.slice_mut(start..start + want));
                     let (res, slice) = monoio::time::timeout(self.read_timeout, read)
                         .await
-                        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "S3 body stalled"))?;
+                        .map_err(|_| body_stalled())?;
                     *out = slice.into_inner();
                     let n = res?;
                     if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "S3 body ended early",
-                        ));
+                        return Err(body_ended_early());
                     }
                     if n as u64 > *remaining {
                         let body_end = start + *remaining as usize;
@@ -500,7 +497,7 @@ impl Body<'_> {
                     read_more(stream, &mut self.leftover, HEAD_READ_BYTES),
                 )
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "S3 body stalled"))??;
+                .map_err(|_| body_stalled())??;
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -518,7 +515,7 @@ impl Body<'_> {
                         read_more(stream, out, HEAD_READ_BYTES),
                     )
                     .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "S3 body stalled"))??;
+                    .map_err(|_| body_stalled())??;
                     if n == 0 {
                         self.done = true;
                         self.stream = None;
@@ -584,18 +581,10 @@ impl Body<'_> {
             let n =
                 monoio::time::timeout(self.read_timeout, src.splice_to_pipe(&mut pipe_in, want))
                     .await
-                    .map_err(|_| {
-                        SpliceError::Upstream(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "S3 body stalled",
-                        ))
-                    })?
+                    .map_err(|_| SpliceError::Upstream(body_stalled()))?
                     .map_err(SpliceError::Upstream)?;
             if n == 0 {
-                return Err(SpliceError::Upstream(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "S3 body ended early",
-                )));
+                return Err(SpliceError::Upstream(body_ended_early()));
             }
             *remaining -= u64::from(n);
             let mut in_pipe = n;
@@ -652,6 +641,16 @@ impl Body<'_> {
             }
         }
     }
+}
+
+/// The body stalled longer than the read timeout (`first_byte_timeout_ms`).
+fn body_stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "S3 body stalled")
+}
+
+/// S3 closed the connection before the declared length.
+fn body_ended_early() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "S3 body ended early")
 }
 
 fn closed() -> io::Error {

@@ -115,8 +115,7 @@ pub(super) async fn readiness_splice(
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     let _src_nb = NonBlocking::set(src_fd).map_err(SpliceError::Upstream)?;
     let _dst_nb = NonBlocking::set(dst_fd).map_err(SpliceError::Client)?;
-    let stalled =
-        || SpliceError::Upstream(io::Error::new(io::ErrorKind::TimedOut, "S3 body stalled"));
+    let stalled = || SpliceError::Upstream(super::body_stalled());
     while *remaining > 0 {
         let want = (*remaining).min(step) as usize;
         let n = loop {
@@ -129,10 +128,7 @@ pub(super) async fn readiness_splice(
             }
         };
         if n == 0 {
-            return Err(SpliceError::Upstream(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "S3 body ended early",
-            )));
+            return Err(SpliceError::Upstream(super::body_ended_early()));
         }
         *remaining -= n as u64;
         let mut in_pipe = n;
