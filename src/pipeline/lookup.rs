@@ -118,13 +118,10 @@ pub async fn lookup(
     } else {
         None
     };
-    let now = SystemTime::now();
-    if let Some(found) = found.as_ref().filter(|f| f.obj.is_fresh(now)) {
-        return Lookup::Fresh(Found {
-            obj: found.obj.clone(),
-            tier: found.tier,
-        });
-    }
+    let found = match found {
+        Some(f) if f.obj.is_fresh(SystemTime::now()) => return Lookup::Fresh(f),
+        other => other,
+    };
     let Some(plan) = enabled.then(|| cache_plan(local, shard, object)) else {
         return Lookup::Miss(Miss::plain(CacheOutcome::Bypass));
     };
