@@ -17,7 +17,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::hint::black_box;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -47,8 +47,8 @@ fn s3_headers() -> HeaderMap {
 }
 
 /// A fresh entry whose body is `body` (a shared buffer).
-fn entry(body: &Bytes, headers: &HeaderMap) -> Rc<CachedObject> {
-    Rc::new(CachedObject::from_response(
+fn entry(body: &Bytes, headers: &HeaderMap) -> Arc<CachedObject> {
+    Arc::new(CachedObject::from_response(
         body.clone(),
         headers,
         SystemTime::now(),
@@ -210,7 +210,7 @@ fn report_allocations(n: usize) {
             shard.get(&held[i % held.len()])
         });
         // Built before counting: one entry for the warm-up call, then `n` counted inserts.
-        let batch: Vec<(CacheKey, Rc<CachedObject>)> = (0..=n)
+        let batch: Vec<(CacheKey, Arc<CachedObject>)> = (0..=n)
             .map(|i| (key(next + 1 + i), entry(&body, &headers)))
             .collect();
         let mut batch = batch.into_iter();

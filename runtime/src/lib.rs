@@ -19,8 +19,9 @@
 //! ([`BLOCKING_POOL_THREADS`] threads, monoio `DefaultThreadPool`), so
 //! `monoio::spawn_blocking` works on every shard (DNS resolution, fallocate).
 //!
-//! Shared between cores: only [`Snapshot`] (config, arc-swap) and the control plane
-//! ([`Control`]: bounded per-shard mailboxes, lifecycle phase). The drain protocol is
+//! Shared between cores: only [`Snapshot`] (config, arc-swap), the control plane
+//! ([`Control`]: bounded per-shard mailboxes, lifecycle phase) and the request-path queues
+//! between cores ([`Peers`]: one bounded queue of opaque messages per owner shard, `peer.rs`). The drain protocol is
 //! documented in `shard.rs`, the mailbox contract in `mailbox.rs`; both are summarised on
 //! [`Server`].
 //!
@@ -36,6 +37,7 @@ mod listener;
 mod mailbox;
 mod memory;
 mod notify;
+mod peer;
 mod shard;
 mod signals;
 mod snapshot;
@@ -61,6 +63,7 @@ pub use error::{MailboxErrorKind, RuntimeError};
 pub use listener::LISTEN_BACKLOG;
 pub use mailbox::{Control, Job, BROADCAST_TIMEOUT, MAILBOX_CAPACITY};
 pub use memory::disable_transparent_huge_pages_unless_requested;
+pub use peer::{Inbox, PeerSendError, Peers};
 pub use shard::{ShardContext, ShardInfo};
 pub use signals::install_signal_handlers;
 pub use snapshot::Snapshot;

@@ -29,7 +29,7 @@ pub const STORED_HEADERS: [&str; 11] = [
     "vary",
 ];
 
-/// Bytes charged per entry on top of its body, headers and key: the `Rc<CachedObject>`
+/// Bytes charged per entry on top of its body, headers and key: the `Arc<CachedObject>`
 /// allocation (160 bytes on x86_64) and the cache's slot and map entry (~80); rounded up.
 /// Also guarantees no entry weighs 0, which quick_cache would never evict.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 256;
@@ -172,7 +172,7 @@ impl std::fmt::Debug for CacheKey {
 
 /// One cached representation: a complete 200 response to a GET (its status is implicit).
 ///
-/// Immutable once built: tiers hand out `Rc<CachedObject>` and a revalidation builds a new
+/// Immutable once built: tiers hand out `Arc<CachedObject>` and a revalidation builds a new
 /// object ([`CachedObject::refreshed`], [`CachedObject::revalidated`]) that shares the body.
 #[derive(Clone, Debug)]
 pub struct CachedObject {

@@ -1,8 +1,8 @@
 //! The per-core memory shard: a `quick_cache::unsync::Cache` (CLOCK-Pro admission and eviction)
-//! of `Rc<CachedObject>` weighed in bytes, which keeps its bucket's cache gauges and counters
+//! of `Arc<CachedObject>` weighed in bytes, which keeps its bucket's cache gauges and counters
 //! (items, bytes, inserts, evictions, rejections in [`crate::metrics::BucketMetrics`]) exact.
 //!
-//! Hot path: [`MemoryShard::get`] is one hash probe and an `Rc` clone (~17 ns, no allocation);
+//! Hot path: [`MemoryShard::get`] is one hash probe and an `Arc` clone (~17 ns, no allocation);
 //! [`MemoryShard::insert`] two probes plus eviction work (~180 ns in steady state),
 //! allocation-free unless it evicts more than one entry; each insert, removal or eviction also
 //! looks up its bucket's metrics (one uncontended mutex and a map probe, ~30 ns, miss path only). Hit ratio under Zipf(1.0) over 100k
@@ -11,12 +11,11 @@
 //!
 //! One shard per core, never shared: the cache sits in a `RefCell` and the type is `!Send`.
 //! Every borrow of that `RefCell` ends inside the method that took it, so no borrow
-//! can be held across an `.await` by construction; callers get an owned `Rc` and may hold it as
+//! can be held across an `.await` by construction; callers get an owned `Arc` and may hold it as
 //! long as they like (the entry is immutable, eviction only drops the cache's reference).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use quick_cache::unsync::Cache;
@@ -39,8 +38,8 @@ const MAX_ESTIMATED_ENTRIES: u64 = 1 << 20;
 #[derive(Clone, Copy, Debug, Default)]
 struct EntryWeighter;
 
-impl Weighter<CacheKey, Rc<CachedObject>> for EntryWeighter {
-    fn weight(&self, key: &CacheKey, val: &Rc<CachedObject>) -> u64 {
+impl Weighter<CacheKey, Arc<CachedObject>> for EntryWeighter {
+    fn weight(&self, key: &CacheKey, val: &Arc<CachedObject>) -> u64 {
         key.weight() + val.weight()
     }
 }
@@ -54,20 +53,20 @@ struct EvictionLog;
 /// insert evicts about one entry, and that costs no allocation.
 #[derive(Default)]
 struct Evicted {
-    first: Option<(CacheKey, Rc<CachedObject>)>,
-    more: Vec<(CacheKey, Rc<CachedObject>)>,
+    first: Option<(CacheKey, Arc<CachedObject>)>,
+    more: Vec<(CacheKey, Arc<CachedObject>)>,
 }
 
 impl Evicted {
-    fn iter(&self) -> impl Iterator<Item = &(CacheKey, Rc<CachedObject>)> {
+    fn iter(&self) -> impl Iterator<Item = &(CacheKey, Arc<CachedObject>)> {
         self.first.iter().chain(self.more.iter())
     }
 }
 
-impl Lifecycle<CacheKey, Rc<CachedObject>> for EvictionLog {
+impl Lifecycle<CacheKey, Arc<CachedObject>> for EvictionLog {
     type RequestState = Evicted;
 
-    fn on_evict(&self, state: &mut Evicted, key: CacheKey, val: Rc<CachedObject>) {
+    fn on_evict(&self, state: &mut Evicted, key: CacheKey, val: Arc<CachedObject>) {
         if state.first.is_none() {
             state.first = Some((key, val));
         } else {
@@ -76,7 +75,7 @@ impl Lifecycle<CacheKey, Rc<CachedObject>> for EvictionLog {
     }
 }
 
-type Inner = Cache<CacheKey, Rc<CachedObject>, EntryWeighter, DefaultHashBuilder, EvictionLog>;
+type Inner = Cache<CacheKey, Arc<CachedObject>, EntryWeighter, DefaultHashBuilder, EvictionLog>;
 
 /// One core's memory cache shard. See the module docs for the borrowing rule.
 pub struct MemoryShard {
@@ -126,7 +125,7 @@ impl MemoryShard {
     /// The entry for `key` (a [`CacheKey`] or, allocation-free, a [`CacheKeyRef`]), fresh or
     /// stale (the caller checks [`CachedObject::is_fresh`]). Marks it recently used. Does not
     /// touch the counters.
-    pub fn get<Q>(&self, key: &Q) -> Option<Rc<CachedObject>>
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<CachedObject>>
     where
         Q: std::hash::Hash + quick_cache::Equivalent<CacheKey> + ?Sized,
     {
@@ -139,7 +138,7 @@ impl MemoryShard {
     /// [`MemoryShard::max_entry_weight`]: quick_cache silently refuses such items, and any
     /// older entry for `key` is removed too (it no longer matches S3). Counts `inserts` and
     /// every entry evicted to make room. Inserting the `Rc` already stored is a no-op.
-    pub fn insert(&self, key: CacheKey, obj: Rc<CachedObject>) -> bool {
+    pub fn insert(&self, key: CacheKey, obj: Arc<CachedObject>) -> bool {
         // quick_cache reports rejected, replaced and evicted items alike through the lifecycle.
         // The rejected one is this very key object (its buffer address is unique while both are
         // alive); the replaced one has an equal key (cloned only when replacing: revalidations).
@@ -150,7 +149,7 @@ impl MemoryShard {
         let replaced_key = {
             let mut cache = self.cache.borrow_mut();
             let replaced_key = match cache.peek(&key) {
-                Some(p) if Rc::ptr_eq(p, &obj) => return true,
+                Some(p) if Arc::ptr_eq(p, &obj) => return true,
                 Some(_) => Some(key.clone()),
                 None => None,
             };
@@ -160,7 +159,7 @@ impl MemoryShard {
         let mut admitted = true;
         for (k, v) in log.iter() {
             let m = self.metrics.bucket(k.bucket());
-            if Rc::ptr_eq(v, &obj) && k.identity() == new_key {
+            if Arc::ptr_eq(v, &obj) && k.identity() == new_key {
                 admitted = false;
                 m.cache_rejected.inc();
                 continue;
@@ -311,8 +310,8 @@ mod tests {
     use bytes::Bytes;
     use std::time::{Duration, SystemTime};
 
-    fn obj(body_len: usize) -> Rc<CachedObject> {
-        Rc::new(CachedObject {
+    fn obj(body_len: usize) -> Arc<CachedObject> {
+        Arc::new(CachedObject {
             body: Bytes::from(vec![1u8; body_len]),
             headers: Vec::new(),
             etag: None,
@@ -367,7 +366,7 @@ mod tests {
         let o = obj(100);
         assert!(shard.insert(k.clone(), o.clone()));
         let got = shard.get(&k).expect("hit");
-        assert!(Rc::ptr_eq(&got, &o));
+        assert!(Arc::ptr_eq(&got, &o));
         assert_eq!(shard.len(), 1);
         assert_eq!(shard.weight(), weight_of(&k, &o));
         assert!(shard.weight() >= 100 + ENTRY_OVERHEAD_BYTES);
@@ -380,7 +379,7 @@ mod tests {
         assert!(shard.insert(k.clone(), o.clone()));
         let o2 = obj(200);
         assert!(shard.insert(k.clone(), o2.clone()));
-        assert!(Rc::ptr_eq(&shard.get(&k).expect("hit"), &o2));
+        assert!(Arc::ptr_eq(&shard.get(&k).expect("hit"), &o2));
         assert_eq!(counts(&shard), (2, 0, 0));
         assert_eq!(shard.len(), 1);
         assert_gauges(&shard);
@@ -493,7 +492,7 @@ mod tests {
         assert!(shard.get(&key("b", 0)).is_none());
         assert_eq!(held.body.len(), 4000);
         assert_eq!(
-            Rc::strong_count(&held),
+            Arc::strong_count(&held),
             1,
             "the cache released its reference"
         );

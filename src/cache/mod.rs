@@ -1,7 +1,7 @@
 //! Object caching: the cache key and entry, HTTP caching semantics (freshness, preconditions,
 //! Range on a cached body), the per-core memory shard and per-core single-flight.
 //!
-//! Hot path: every cacheable GET/HEAD does one lookup (a hash probe and an `Rc` clone, no
+//! Hot path: every cacheable GET/HEAD does one lookup (a hash probe and an `Arc` clone, no
 //! allocation; ~17 ns for the memory tier, see `benches/cache.rs`) and, on a hit, one
 //! precondition evaluation and one Range selection (a few header probes, no allocation). Everything
 //! here is synchronous and `!Send` by design: each core owns its tiers and never shares them
@@ -28,7 +28,7 @@
 //!
 //! | operation | cost | allocations |
 //! |---|---|---|
-//! | [`MemoryShard::get`] | one hash probe + `Rc` clone, ~17 ns | 0 |
+//! | [`MemoryShard::get`] | one hash probe + `Arc` clone, ~17 ns | 0 |
 //! | [`MemoryShard::insert`] | two probes, admission, eviction: ~180 ns | 0 (1 if 2+ evicted) |
 //! | [`MemoryShard::purge_bucket`] | O(entries in the shard) | 1 (token list) |
 //! | [`evaluate`], [`select_range`] | header probes, HTTP-date parse when present | 0 |

@@ -3,7 +3,7 @@
 //! answer. The pipeline never calls a tier directly: it goes through [`super::Tiered`], which
 //! orders them, promotes hits and fills them.
 //!
-//! Hot path: [`Tier::get`] on every cacheable request (memory: one hash probe and an `Rc`
+//! Hot path: [`Tier::get`] on every cacheable request (memory: one hash probe and an `Arc`
 //! clone, ~17 ns, no allocation; the future of a synchronous tier is ready at once and lives
 //! on the caller's stack). [`Tier::insert`] once per completed fill. Purge and stats are
 //! control-plane operations (through the shard mailbox).
@@ -21,7 +21,7 @@
 //!    from storage (disk, Redis) checks it again and treats a mismatch as a miss.
 //! 2. **Entries are immutable once inserted.** A [`CachedObject`] is never modified in place: a
 //!    revalidation builds a new object ([`CachedObject::refreshed`], sharing the body) and inserts
-//!    it under the same key, replacing the old one. Readers holding the old `Rc` keep a
+//!    it under the same key, replacing the old one. Readers holding the old `Arc` keep a
 //!    consistent (headers, body) pair until they finish.
 //! 3. **A tier may drop any entry at any time** (eviction, purge, restart, Redis expiry, a full
 //!    disk). Nothing may assume an inserted entry is still present, and no correctness property
@@ -54,7 +54,7 @@
 //! | disk (to come) | one io_uring read, ~10-100 us | queued write behind the client's stream |
 //! | Redis (to come) | one round trip, ~20 us on loopback, bounded by `timeout_ms` | queued, drops counted |
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::entry::{CacheKey, CacheKeyRef, CachedObject};
 use super::memory::MemoryShard;
@@ -82,11 +82,11 @@ pub trait Tier {
 
     /// The entry for `key`, fresh or stale (the caller checks freshness), or `None` (absent,
     /// or the tier failed: a failure is counted and logged by the tier, never returned).
-    async fn get(&self, key: &CacheKeyRef<'_>) -> Option<Rc<CachedObject>>;
+    async fn get(&self, key: &CacheKeyRef<'_>) -> Option<Arc<CachedObject>>;
 
     /// Offer a complete entry; whether the tier admitted it. Never blocks the core: a slow tier
     /// queues the write (bounded) and may drop it.
-    fn insert(&self, key: &CacheKey, obj: &Rc<CachedObject>) -> bool;
+    fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool;
 
     /// Drop the entry for `key` if present (it no longer matches S3).
     fn remove(&self, key: &CacheKey);
@@ -104,11 +104,11 @@ impl Tier for MemoryShard {
         MemoryShard::capacity(self)
     }
 
-    async fn get(&self, key: &CacheKeyRef<'_>) -> Option<Rc<CachedObject>> {
+    async fn get(&self, key: &CacheKeyRef<'_>) -> Option<Arc<CachedObject>> {
         MemoryShard::get(self, key)
     }
 
-    fn insert(&self, key: &CacheKey, obj: &Rc<CachedObject>) -> bool {
+    fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool {
         MemoryShard::insert(self, key.clone(), obj.clone())
     }
 

@@ -7,7 +7,7 @@
 //! costs when it hits (memory: ~17 ns, no allocation); each further tier adds its own `get`
 //! only on a miss above it.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::entry::{CacheKey, CacheKeyRef, CachedObject};
 use super::memory::MemoryShard;
@@ -21,7 +21,7 @@ pub struct Tiered {
 /// An entry found by [`Tiered::lookup`] and the tier that held it.
 pub struct Found {
     /// The entry, fresh or stale.
-    pub obj: Rc<CachedObject>,
+    pub obj: Arc<CachedObject>,
     /// The name of the tier that answered ([`Tier::name`]).
     pub tier: &'static str,
 }
@@ -53,7 +53,7 @@ impl Tiered {
     }
 
     /// Offer a complete entry to every tier (in order); whether the first tier admitted it.
-    pub fn fill(&self, key: &CacheKey, obj: &Rc<CachedObject>) -> bool {
+    pub fn fill(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool {
         Tier::insert(&self.memory, key, obj)
     }
 

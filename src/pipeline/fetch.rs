@@ -11,7 +11,7 @@
 //! ~600-byte head); a second request only when S3 answered 412, a stale If-Range 206, or a
 //! 304/416 without validators (Ceph RGW's habit).
 
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{header, HeaderMap};
@@ -42,7 +42,7 @@ const FORWARDED: [(&str, &str); 4] = [
 #[allow(clippy::large_enum_variant)]
 pub enum Fetched<'u> {
     /// Answer from this entry (a revalidated one, or a stale one S3 could not confirm).
-    Cached(Rc<CachedObject>, CacheOutcome),
+    Cached(Arc<CachedObject>, CacheOutcome),
     /// Stream this S3 response (200/206/304 through, an error turned into ours).
     Origin(Response<'u>, Miss),
 }
@@ -54,7 +54,7 @@ pub async fn revalidate<'s>(
     shard: &'s Shard,
     local: &Local,
     object: &ObjectRoute<'_, '_>,
-    obj: Rc<CachedObject>,
+    obj: Arc<CachedObject>,
     plan: CachePlan,
     cx: &mut RequestCtx<'_>,
 ) -> Result<Fetched<'s>, ProxyError> {
@@ -73,7 +73,7 @@ pub async fn revalidate<'s>(
             cx.metrics.cache_revalidated_not_modified.inc();
             match fresh {
                 Some(fresh) => {
-                    let fresh = Rc::new(fresh);
+                    let fresh = Arc::new(fresh);
                     shard.tiers.fill(&plan.key, &fresh);
                     Ok(Fetched::Cached(fresh, CacheOutcome::Revalidated))
                 }

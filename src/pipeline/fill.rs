@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -40,7 +41,7 @@ struct State {
     /// Bytes received so far, in a buffer of capacity `len` (never reallocated).
     body: BytesMut,
     /// Set when the fill ended: `Some(entry)` complete, `None` failed.
-    end: Option<Option<Rc<CachedObject>>>,
+    end: Option<Option<Arc<CachedObject>>>,
     /// Waker per reader (index = reader id; `None` when not waiting or dropped).
     wakers: Vec<Option<Waker>>,
 }
@@ -89,7 +90,7 @@ impl Growing {
     }
 
     /// The complete entry, once the fill succeeded.
-    pub fn complete(&self) -> Option<Rc<CachedObject>> {
+    pub fn complete(&self) -> Option<Arc<CachedObject>> {
         self.state.borrow().end.clone().flatten()
     }
 
@@ -107,7 +108,7 @@ impl Growing {
     /// Read `body` to its end at the origin's pace into the entry. Returns the complete entry
     /// (fresh from `meta`'s `stored_at`), or `None` when S3 failed, stalled past the body's
     /// read timeout or sent a different length than declared; readers are told either way.
-    pub async fn fill_from(&self, body: &mut Body<'_>) -> Option<Rc<CachedObject>> {
+    pub async fn fill_from(&self, body: &mut Body<'_>) -> Option<Arc<CachedObject>> {
         let mut buf = Vec::with_capacity(BODY_CHUNK_BYTES);
         let ok = loop {
             buf.clear();
@@ -132,7 +133,7 @@ impl Growing {
             let mut st = self.state.borrow_mut();
             let entry = (ok && st.body.len() as u64 == self.len).then(|| {
                 let body = std::mem::take(&mut st.body).freeze();
-                Rc::new(CachedObject {
+                Arc::new(CachedObject {
                     body,
                     ..self.meta.clone()
                 })

@@ -4,11 +4,12 @@
 //! the key's single-flight (its fill is shared with everyone who asks meanwhile) or follows
 //! the fill already running.
 //!
-//! Hot path: one tier lookup (memory: a hash probe and an `Rc` clone, no allocation). On a
+//! Hot path: one tier lookup (memory: a hash probe and an `Arc` clone, no allocation). On a
 //! miss: the cache plan (key clone, TTL), one single-flight probe (a leader allocates its
 //! slot), a follower waits at most `first_byte_timeout_ms` for the leader's response head.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Method};
@@ -25,7 +26,7 @@ pub enum Lookup {
     /// A fresh entry: answer from it.
     Fresh(Found),
     /// An expired entry with an ETag, for a plain GET: revalidate it (`If-None-Match`).
-    Stale(Rc<CachedObject>, CachePlan),
+    Stale(Arc<CachedObject>, CachePlan),
     /// Another request on this core is filling the key: stream from its fill.
     Follow(Rc<Growing>),
     /// Nothing usable: fetch from S3 (leading the key's fill when the request may fill it).
