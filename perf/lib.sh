@@ -199,7 +199,8 @@ perf_start_proxy() {
 }
 
 # perf_proxy_conf_head SHARDS CPUS [EXTRA_SERVER_LINES]: the server/admin/logging part of a proxy
-# config: listener on 127.0.0.1:0, SHARDS shards pinned to CPUS ("0" or "0, 1"), the admin listener
+# config: listener on 127.0.0.1:0, SHARDS shards pinned to CPUS ("0" or "0, 1"; "none" or "auto":
+# that cpu_affinity mode instead of a list), the admin listener
 # on a kernel-chosen port (so perf runs never collide with a proxy on 9090), warn-level JSON logs
 # without an access log. The caller appends `cache:` and `buckets:`.
 perf_proxy_conf_head() {
@@ -208,7 +209,7 @@ perf_proxy_conf_head() {
 server:
   listen: "127.0.0.1:0"
   shards: $1
-  cpu_affinity: [$2]
+  cpu_affinity: $(case $2 in none | auto) echo "$2" ;; *) echo "[$2]" ;; esac)
 ${3:-}
 admin: {listen: "127.0.0.1:0"}
 logging: {level: warn, format: json, access_log: false}
