@@ -189,7 +189,8 @@ perf_start_proxy() {
   perf_on_exit "perf_stop_pid $PROXY_PID yatagarasu"
   PROXY_ADDR=""
   for ((i = 0; i < 150; i++)); do
-    PROXY_ADDR=$(grep -o '"listen":"[^"]*"' "$PROXY_LOG" | head -1 | cut -d'"' -f4 || true)
+    # 2>/dev/null: the background shell may not have created the log yet.
+    PROXY_ADDR=$(grep -o '"listen":"[^"]*"' "$PROXY_LOG" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
     [[ -n $PROXY_ADDR ]] && break
     yata_pid_alive "$PROXY_PID" yatagarasu || break
     sleep 0.1
