@@ -184,13 +184,15 @@ perf_start_proxy() {
   PROXY_LOG=$WORK/$name.log
   local cpus=$PROXY_CPU
   [[ -n ${PERF_PROXY_CPUS:-} ]] && cpus=$PERF_PROXY_CPUS
+  # Emptied here, not only by the background redirect: the loop below may look before that runs
+  # and would read the previous run's address (or find no file).
+  : >"$PROXY_LOG"
   RUST_LOG=info taskset -c "$cpus" "$YATA_BIN" --config "$conf" >"$PROXY_LOG" 2>&1 &
   PROXY_PID=$!
   perf_on_exit "perf_stop_pid $PROXY_PID yatagarasu"
   PROXY_ADDR=""
   for ((i = 0; i < 150; i++)); do
-    # 2>/dev/null: the background shell may not have created the log yet.
-    PROXY_ADDR=$(grep -o '"listen":"[^"]*"' "$PROXY_LOG" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
+    PROXY_ADDR=$(grep -o '"listen":"[^"]*"' "$PROXY_LOG" | head -1 | cut -d'"' -f4 || true)
     [[ -n $PROXY_ADDR ]] && break
     yata_pid_alive "$PROXY_PID" yatagarasu || break
     sleep 0.1
