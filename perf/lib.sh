@@ -442,7 +442,8 @@ perf_maybe_profile() {
   mv "$YATA_PERF_PROFILE_SVG.tmp" "$YATA_PERF_PROFILE_SVG"
   echo "flamegraph: $YATA_PERF_PROFILE_SVG"
   echo "top 20 self-time symbols (perf report --no-children):"
+  # awk, not head: head's early exit would SIGPIPE the pipeline (pipefail) when the report is long.
   perf report -i "$data" --no-children --stdio --sort symbol 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | head -20
+    | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | awk 'NR <= 20'
   exit 0
 }
