@@ -23,7 +23,7 @@
 #           YATA_PERF_PROFILE=1: after the runs, record B under the same load for
 #           YATA_PERF_PROFILE_SECS (5) with perf/flamegraph.sh's recipe (perf_maybe_profile: perf
 #           record -F 999 -g, inferno) and append the top 20 self-time symbols to the result; the
-#           SVG is perf/out/cross-core-hits-MODE-<stamp>.svg. `bash perf/flamegraph.sh
+#           SVG is perf/out/<scenario>-<stamp>.svg (cross-core-hits[-one]). `bash perf/flamegraph.sh
 #           cross-core-hits -- MODE` profiles B alone instead (no alternating runs).
 #           And perf/lib.sh's (YATA_PERF_LOAD_CPU 1: wrk; YATA_PERF_RGW_ENV ...).
 # installs: the Debian test packages (tests/support/install-deps.sh: Ceph, nginx, wrk) when missing
