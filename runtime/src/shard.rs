@@ -23,8 +23,9 @@
 //!    SIGTERM/SIGINT ends the wait at once.
 //! 5. Remaining connections are closed: each connection task drops its handler future
 //!    (closing the socket) at its next poll, which happens immediately. The mailbox and
-//!    phase tasks end, queued jobs are dropped, the state is dropped on the shard thread,
-//!    and the thread exits. `Server::wait()` returns after every shard exited.
+//!    phase tasks end, queued jobs are dropped, the services
+//!    ([`ShardContext::spawn_service`]) end and are awaited, the state is dropped on the
+//!    shard thread, and the thread exits. `Server::wait()` returns after every shard exited.
 //!
 //! `max_connections_per_shard`: while the live count is at the limit the shard does not
 //! call accept; the kernel keeps further connections in the listen backlog (or sends them
@@ -94,6 +95,7 @@ struct ShardInner {
     finished: Cell<bool>,
     finish_event: Rc<LocalNotify>,
     accept_canceller: RefCell<Option<Canceller>>,
+    services: RefCell<Vec<monoio::task::JoinHandle<()>>>,
 }
 
 /// Cheap-to-clone handle given to every connection task on a shard (one `Rc`). `!Send`:
@@ -129,6 +131,7 @@ impl ShardContext {
                 finished: Cell::new(false),
                 finish_event: Rc::default(),
                 accept_canceller: RefCell::new(None),
+                services: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -189,6 +192,23 @@ impl ShardContext {
                 inner.stop_event.notified().await;
             }
         }
+    }
+
+    /// Spawn a task that serves for the shard's whole life, such as the loop answering a queue
+    /// other cores send to ([`crate::Peers`]): it runs until `service` ends or the shard
+    /// finishes (drained: every connection closed), and the shard awaits it before it drops
+    /// its state and exits. So the task always ends on this thread, inside this runtime:
+    /// never left behind with a waker that another core would drop after the runtime is gone.
+    /// One spawn (one allocation) per call; call it while building the state.
+    pub fn spawn_service<F: Future<Output = ()> + 'static>(&self, service: F) {
+        let finished = self.finished();
+        let handle = monoio::spawn(async move {
+            monoio::select! {
+                _ = service => {},
+                _ = finished => {},
+            }
+        });
+        self.inner.services.borrow_mut().push(handle);
     }
 
     fn finished(&self) -> impl Future<Output = ()> + 'static {
@@ -482,6 +502,10 @@ where
     ctx.finish();
     let _ = phase_task.await;
     let _ = mailbox_task.await;
+    let services = std::mem::take(&mut *ctx.inner.services.borrow_mut());
+    for service in services {
+        service.await;
+    }
     drop(state);
     // One timer tick so the driver submits the close operations of dropped sockets.
     monoio::time::sleep(Duration::from_millis(1)).await;

@@ -428,8 +428,10 @@ impl<V> Owners<V> {
     }
 
     /// Serve the lookups and stores other cores send this core, until every sender is gone or
-    /// the task is dropped (the shard exits; queued lookups are then dropped, which their
-    /// askers see as a busy owner). `before_each` runs before each message (the pipeline
+    /// the future is dropped. Run it with `ShardContext::spawn_service`, which ends it on this
+    /// core once the shard has drained; the inbox is then closed and queued lookups dropped,
+    /// which their askers (cores still draining) see as a busy owner: they fetch from S3
+    /// without a fill, so no request is lost. `before_each` runs before each message (the pipeline
     /// applies a config reload there, so an owner never answers for a bucket a reload
     /// changed).
     pub async fn serve(self: Rc<Self>, inbox: Inbox<OwnerMsg>, before_each: impl Fn()) {

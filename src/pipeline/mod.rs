@@ -238,7 +238,9 @@ impl Shard {
         });
         if let Some(inbox) = inboxes.get(ctx.index()) {
             let sync = cache_sync.clone();
-            monoio::spawn(cache.clone().serve(inbox.clone(), move || sync.apply()));
+            // Served until this shard has drained; later lookups from cores still draining
+            // find the queue closed and go to S3 without a fill.
+            ctx.spawn_service(cache.clone().serve(inbox.clone(), move || sync.apply()));
         }
         Shard {
             snapshot,
