@@ -73,10 +73,7 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         metrics.clone(),
         cfg.buckets.iter().map(|b| b.name.clone()),
     ));
-    let services = Services {
-        metrics: metrics.clone(),
-        health: health.clone(),
-    };
+    let services = Services::new(metrics.clone(), health.clone());
     let prepared = Prepared::new(cfg).map_err(|errs| errs.join("\n"))?;
     let snapshot = runtime::Snapshot::new(prepared);
     metrics

@@ -184,6 +184,15 @@ pub struct BucketMetrics {
     /// Of those, the ones whose leader got no storable object (an S3 error, a response too
     /// large or not cacheable, a failed fill) and that fetched themselves.
     pub cache_single_flight_abandoned: Counter,
+    /// Lookups this core sent to the key's owner core (DESIGN section 2).
+    pub cache_remote_lookups: Counter,
+    /// Time from sending a lookup to another core to its answer.
+    pub cache_remote_lookup_duration: Histogram,
+    /// Hits answered from this core's L1 copy of a key another core owns.
+    pub cache_l1_hits: Counter,
+    /// Requests served from S3 without a fill because the key's owner core did not answer
+    /// (its queue was full, it was slower than the reply bound, or it had exited).
+    pub cache_owner_busy: Counter,
     /// Entries held in the memory layer.
     pub cache_items: Gauge,
     /// Bytes held in the memory layer (entry weights: body, headers, key).
@@ -720,7 +729,7 @@ fn histogram(
 
 /// The cache counters exported per bucket and layer: (name, help, reader).
 type CacheCounter = (&'static str, &'static str, fn(&BucketMetrics) -> u64);
-const CACHE_COUNTERS: [CacheCounter; 12] = [
+const CACHE_COUNTERS: [CacheCounter; 15] = [
     ("cache_hits", "Responses answered from the cache.", |b| {
         b.cache_hits.get()
     }),
@@ -773,6 +782,21 @@ const CACHE_COUNTERS: [CacheCounter; 12] = [
         "Waits whose leader got no storable object; they fetched themselves.",
         |b| b.cache_single_flight_abandoned.get(),
     ),
+    (
+        "cache_remote_lookups",
+        "Lookups sent to the key's owner core.",
+        |b| b.cache_remote_lookups.get(),
+    ),
+    (
+        "cache_l1_hits",
+        "Hits answered from this core's L1 copy of another core's key.",
+        |b| b.cache_l1_hits.get(),
+    ),
+    (
+        "cache_owner_busy",
+        "Requests served from S3 without a fill: the key's owner core did not answer in time.",
+        |b| b.cache_owner_busy.get(),
+    ),
 ];
 
 /// Per-bucket sums over shards.
@@ -784,6 +808,7 @@ struct BucketSums {
     upstream_duration: HistogramSnapshot,
     upstream_errors: [u64; UPSTREAM_ERROR_CODES.len()],
     cache: [u64; CACHE_COUNTERS.len()],
+    remote_lookup_duration: HistogramSnapshot,
     cache_items: i64,
     cache_bytes: i64,
 }
@@ -798,6 +823,7 @@ impl Default for BucketSums {
             upstream_duration: HistogramSnapshot::default(),
             upstream_errors: [0; UPSTREAM_ERROR_CODES.len()],
             cache: Default::default(),
+            remote_lookup_duration: HistogramSnapshot::default(),
             cache_items: 0,
             cache_bytes: 0,
         }
@@ -825,6 +851,8 @@ impl Collector for Scrape {
                 for (a, (_, _, read)) in acc.cache.iter_mut().zip(CACHE_COUNTERS) {
                     *a += read(&b);
                 }
+                b.cache_remote_lookup_duration
+                    .add_into(&mut acc.remote_lookup_duration);
                 acc.cache_items += b.cache_items.get();
                 acc.cache_bytes += b.cache_bytes.get();
             }
@@ -839,6 +867,7 @@ impl Collector for Scrape {
         let mut cache: Vec<Vec<(Labels<'_>, u64)>> = vec![Vec::new(); CACHE_COUNTERS.len()];
         let mut items = Vec::new();
         let mut sizes = Vec::new();
+        let mut remote_durations = Vec::new();
         for (name, s) in &sums {
             for (mi, row) in s.requests.iter().enumerate() {
                 for (ci, v) in row.iter().enumerate() {
@@ -874,6 +903,7 @@ impl Collector for Scrape {
             }
             items.push((layer.clone(), s.cache_items));
             sizes.push((layer, s.cache_bytes));
+            remote_durations.push((b.clone(), s.remote_lookup_duration));
         }
         counter(
             &mut enc,
@@ -914,6 +944,12 @@ impl Collector for Scrape {
         for ((name, help, _), series) in CACHE_COUNTERS.iter().zip(&cache) {
             counter(&mut enc, name, help, series)?;
         }
+        histogram(
+            &mut enc,
+            "cache_remote_lookup_duration_seconds",
+            "Time from a lookup sent to the key's owner core to its answer, by bucket.",
+            &remote_durations,
+        )?;
         gauge(
             &mut enc,
             "cache_items",

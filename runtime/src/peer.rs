@@ -64,9 +64,18 @@ impl<M> Clone for Peers<M> {
     }
 }
 
-/// The receiving side of one shard's queue, served on that shard.
+/// The receiving side of one shard's queue, served on that shard. Clones receive from the same
+/// queue (so a factory shared by every shard can hand each its inbox).
 pub struct Inbox<M> {
     rx: async_channel::Receiver<M>,
+}
+
+impl<M> Clone for Inbox<M> {
+    fn clone(&self) -> Self {
+        Inbox {
+            rx: self.rx.clone(),
+        }
+    }
 }
 
 impl<M: Send> Peers<M> {

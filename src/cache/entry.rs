@@ -154,6 +154,23 @@ impl<'a> CacheKeyRef<'a> {
     }
 }
 
+impl CacheKeyRef<'_> {
+    /// The owned key with these parts (one allocation of the key's bytes).
+    pub fn to_key(&self) -> CacheKey {
+        let version = self.version_id.unwrap_or_default();
+        let mut bytes = Vec::with_capacity(self.bucket.len() + self.key.len() + version.len());
+        bytes.extend_from_slice(self.bucket);
+        bytes.extend_from_slice(self.key);
+        bytes.extend_from_slice(version);
+        CacheKey {
+            bytes: bytes.into_boxed_slice(),
+            bucket_len: self.bucket.len(),
+            key_len: self.key.len(),
+            has_version: self.version_id.is_some(),
+        }
+    }
+}
+
 impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
     fn equivalent(&self, owned: &CacheKey) -> bool {
         *self == owned.as_ref_key()

@@ -1,12 +1,15 @@
 //! Object caching: the cache key and entry, HTTP caching semantics (freshness, preconditions,
-//! Range on a cached body), the per-core memory shard and per-core single-flight.
+//! Range on a cached body), the memory shard, single-flight, and key ownership across cores.
 //!
-//! Hot path: every cacheable GET/HEAD does one lookup (a hash probe and an `Arc` clone, no
-//! allocation; ~17 ns for the memory tier, see `benches/cache.rs`) and, on a hit, one
-//! precondition evaluation and one Range selection (a few header probes, no allocation). Everything
-//! here is synchronous and `!Send` by design: each core owns its tiers and never shares them
-//! (DESIGN section 2). The async pipeline (fill while streaming, bounded single-flight waits,
-//! revalidation requests) lives in `pipeline/` and drives these types.
+//! Hot path: every cacheable GET/HEAD does one lookup at the key's owner core ([`owner`]: on
+//! this core a hash probe and an `Arc` clone, no allocation, ~17 ns for the memory tier, see
+//! `benches/cache.rs`; on another core an L1 probe or one cross-core round trip,
+//! `benches/owner.rs`) and, on a hit, one precondition evaluation and one Range selection (a
+//! few header probes, no allocation). Tiers are `!Send` by design: each core owns the
+//! partition of the keys it owns and never shares it (DESIGN section 2); only immutable
+//! entries (`Arc<CachedObject>`) cross cores. The async pipeline (fill while streaming,
+//! bounded single-flight waits, revalidation requests) lives in `pipeline/` and drives these
+//! types.
 //!
 //! # The cache-tier contract
 //!
@@ -21,8 +24,8 @@
 //! too, marked stale, so the pipeline can revalidate it with a conditional GET (`If-None-Match`
 //! with the stored ETag) instead of downloading the body again; a 304 refreshes it
 //! ([`CachedObject::revalidated`]), anything else replaces or drops it. When no tier has a fresh
-//! entry, the request becomes a miss: one S3 fetch per key per core ([`SingleFlight`]), streamed
-//! to the first client as bytes arrive and inserted only when complete.
+//! entry, the request becomes a miss: one S3 fetch per key per node (the owner's single-flight,
+//! [`owner`]), streamed to the first client as bytes arrive and inserted only when complete.
 //!
 //! # Cost of each operation (memory tier, any body size; `cargo bench --bench cache`, 2-core EPYC)
 //!
@@ -42,6 +45,7 @@ pub mod conditional;
 pub mod entry;
 pub mod memory;
 pub mod outcome;
+pub mod owner;
 pub mod single_flight;
 pub mod stats;
 pub mod tier;

@@ -140,6 +140,11 @@ impl<K: Hash + Eq + Clone, V> SingleFlight<K, V> {
         self.inner.waiting.get()
     }
 
+    /// Whether a fetch of `key` is in flight.
+    pub fn contains(&self, key: &K) -> bool {
+        self.inner.table.borrow().contains_key(key)
+    }
+
     /// Keys with a fetch in flight.
     pub fn in_flight(&self) -> usize {
         self.inner.table.borrow().len()

@@ -8,8 +8,14 @@
 pub struct ShardCacheStats {
     /// Shard index.
     pub shard: usize,
-    /// The shard's memory capacity (its share of `max_cache_size_mb`), bytes.
+    /// The shard's owner partition of the memory tier (its share of `max_cache_size_mb`,
+    /// less its L1), bytes. The rows below count only keys this shard owns, so items and
+    /// bytes summed over shards hold each key once.
     pub capacity_bytes: u64,
+    /// The shard's L1 of hot copies of keys other shards own (`l1_percent` of its share), bytes.
+    pub l1_capacity_bytes: u64,
+    /// Copies held in the L1 (not counted in the rows below).
+    pub l1_items: u64,
     /// Per config bucket (only the requested one when filtered), sorted by name.
     pub buckets: Vec<BucketCacheStats>,
 }

@@ -1,5 +1,4 @@
-//! The cache-tier seam: the contract every tier (memory today; disk, Redis and another core's
-//! partition next) implements, written on the [`Tier`] trait, and the purge scopes tiers
+//! The cache-tier seam: the contract every tier (memory today; disk and Redis next) implements, written on the [`Tier`] trait, and the purge scopes tiers
 //! answer. The pipeline never calls a tier directly: it goes through [`super::Tiered`], which
 //! orders them, promotes hits and fills them.
 //!
@@ -10,9 +9,10 @@
 //!
 //! # What a tier guarantees
 //!
-//! A *tier* is one place an object can be kept: the per-core memory shard ([`MemoryShard`](super::MemoryShard)), the
-//! per-core io_uring disk shard and the shared Redis tier (both to come). Every tier, present and
-//! future, guarantees the following; the pipeline relies on nothing else.
+//! A *tier* is one place an object can be kept: a core's partition of the memory tier
+//! ([`MemoryShard`](super::MemoryShard)), its partition of the io_uring disk tier and the
+//! shared Redis tier (both to come). Every tier, present and future, guarantees the following;
+//! the pipeline relies on nothing else.
 //!
 //! 1. **An entry is a complete 200 response to a GET.** Its body is the whole representation and
 //!    its length equals the origin's `Content-Length`. Partial bodies (206, aborted transfers,
@@ -41,8 +41,10 @@
 //!
 //! - Every entry offered to [`Tier::insert`] satisfies guarantee 1 (the pipeline checks the
 //!   length against `Content-Length` and `storable_ttl` before offering it).
-//! - A key is only used on its owner core; no tier is shared between threads (tiers are `!Send`
-//!   and may use `RefCell`; no borrow is held across an `.await`).
+//! - A key is only used on its owner core ([`super::owner::owner_of`]); no tier is shared
+//!   between threads (tiers are `!Send` and may use `RefCell`; no borrow is held across an
+//!   `.await`). Other cores reach a key through its owner ([`super::owner::Owners`]), never a
+//!   tier directly, and get the immutable `Arc<CachedObject>`.
 //! - `get` may be awaited with other work in flight on the core; the caller bounds the total
 //!   wait (a tier must also bound its own, e.g. Redis `timeout_ms`).
 //!

@@ -211,8 +211,9 @@ pub const RESTART_ONLY_KEYS: [&str; 5] = [
 
 /// Keys a reload accepts but that take effect only at the next restart (they size or open
 /// per-core state built at startup). Compared by [`Config::startup_only_changes`].
-pub const STARTUP_ONLY_KEYS: [&str; 7] = [
+pub const STARTUP_ONLY_KEYS: [&str; 8] = [
     "cache.memory.max_cache_size_mb",
+    "cache.memory.l1_percent",
     "cache.disk.enabled",
     "cache.disk.cache_dir",
     "cache.disk.max_disk_cache_size_mb",
@@ -249,6 +250,7 @@ impl Config {
         let (a, b) = (&self.cache, &new.cache);
         let changed = [
             a.memory.max_cache_size_mb != b.memory.max_cache_size_mb,
+            a.memory.l1_percent != b.memory.l1_percent,
             a.disk.enabled != b.disk.enabled,
             a.disk.cache_dir != b.disk.cache_dir,
             a.disk.max_disk_cache_size_mb != b.disk.max_disk_cache_size_mb,
@@ -581,7 +583,7 @@ pub struct CacheConfig {
     pub redis: RedisCacheConfig,
 }
 
-/// `cache.memory`. Sizes are totals, split evenly across shards.
+/// `cache.memory`. Sizes are totals, split evenly across the shards' owner partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryCacheConfig {
     /// Total memory cache size, MiB (0 = memory cache off). Default 1024.
@@ -590,6 +592,10 @@ pub struct MemoryCacheConfig {
     pub max_item_size_mb: u64,
     /// TTL of cached objects, seconds. Default 3600.
     pub default_ttl_seconds: u64,
+    /// Share of each core's memory budget (`max_cache_size_mb / shards`) kept as its L1: hot
+    /// copies of objects other cores own, so the most requested objects never cross cores
+    /// (DESIGN section 2). Percent, 0..=25, 0 = no L1. Default 5. Startup-only.
+    pub l1_percent: u64,
 }
 
 /// `cache.disk`.

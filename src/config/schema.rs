@@ -579,6 +579,12 @@ impl Decode for CacheConfig {
     }
 }
 
+/// `cache.memory.l1_percent` when absent.
+pub const DEFAULT_L1_PERCENT: u64 = 5;
+/// Largest `cache.memory.l1_percent`: the L1 holds copies, so most of a core's share must stay
+/// its owner partition (DESIGN section 2, "a few percent").
+pub const MAX_L1_PERCENT: u64 = 25;
+
 impl Decode for MemoryCacheConfig {
     fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
         let mut f = Fields::open(v, path, d)?;
@@ -586,12 +592,25 @@ impl Decode for MemoryCacheConfig {
         let item_path = f.key_path("max_item_size_mb");
         let max_item_size_mb = f.or(d, "max_item_size_mb", 10u64);
         let default_ttl_seconds = f.or(d, "default_ttl_seconds", 3600u64);
+        let l1_path = f.key_path("l1_percent");
+        let l1_percent = f.or(d, "l1_percent", DEFAULT_L1_PERCENT);
         f.finish(d);
         let m = MemoryCacheConfig {
             max_cache_size_mb: max_cache_size_mb?,
             max_item_size_mb: max_item_size_mb?,
             default_ttl_seconds: default_ttl_seconds?,
+            l1_percent: l1_percent?,
         };
+        if m.l1_percent > MAX_L1_PERCENT {
+            d.error(
+                &l1_path,
+                format!(
+                    "must be at most {MAX_L1_PERCENT} (percent of each core's memory share), got {}",
+                    m.l1_percent
+                ),
+            );
+            return None;
+        }
         if m.max_cache_size_mb > 0 && m.max_item_size_mb > m.max_cache_size_mb {
             d.error(
                 &item_path,

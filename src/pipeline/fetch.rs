@@ -74,12 +74,12 @@ pub async fn revalidate<'s>(
             match fresh {
                 Some(fresh) => {
                     let fresh = Arc::new(fresh);
-                    shard.tiers.fill(&plan.key, &fresh);
+                    shard.cache.insert(&plan.key, &fresh);
                     Ok(Fetched::Cached(fresh, CacheOutcome::Revalidated))
                 }
                 // Became no-store: serve this once, keep it no longer.
                 None => {
-                    shard.tiers.remove(&plan.key);
+                    shard.cache.remove(&plan.key);
                     Ok(Fetched::Cached(obj, CacheOutcome::Bypass))
                 }
             }
@@ -88,7 +88,7 @@ pub async fn revalidate<'s>(
         Ok(r) if r.status == 200 => Ok(Fetched::Origin(r, Miss::filling(Fill::unguarded(plan)))),
         // Gone or forbidden now: drop the entry, report S3's answer.
         Ok(r) if r.status < 500 => {
-            shard.tiers.remove(&plan.key);
+            shard.cache.remove(&plan.key);
             Ok(Fetched::Origin(
                 r,
                 Miss::plain(CacheOutcome::Miss { stored: false }),

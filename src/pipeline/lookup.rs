@@ -1,12 +1,15 @@
-//! Phase 4, lookup: the cache tiers ([`Tiered`](crate::cache::Tiered)) for the routed object.
-//! A fresh entry answers at once (conditionals and Range included, before anything of an S3
-//! request is built); a stale one is revalidated by the fetch phase; a plain GET miss leads
-//! the key's single-flight (its fill is shared with everyone who asks meanwhile) or follows
-//! the fill already running.
+//! Phase 4, lookup: the routed object at its owner core ([`crate::cache::owner`]: this
+//! core's partition of the tiers, its L1 of hot copies, or another core's partition through
+//! the cross-core queue). A fresh entry answers at once (conditionals and Range included,
+//! before anything of an S3 request is built); a stale one is revalidated by the fetch phase;
+//! a plain GET miss leads the key's single-flight across cores (its fill is shared with
+//! everyone who asks meanwhile) or follows the fill already running: on this core it streams
+//! from the fill as it arrives, from another core it gets the finished entry.
 //!
-//! Hot path: one tier lookup (memory: a hash probe and an `Arc` clone, no allocation). On a
-//! miss: the cache plan (key clone, TTL), one single-flight probe (a leader allocates its
-//! slot), a follower waits at most `first_byte_timeout_ms` for the leader's response head.
+//! Hot path: an owned key costs one tier lookup (memory: a hash probe and an `Arc` clone, no
+//! allocation); a key another core owns, an L1 probe and, without a fresh copy, one cross-core
+//! round trip (two allocations: the key and the reply channel). On a miss: the cache plan
+//! (key clone, TTL); a follower waits at most `first_byte_timeout_ms` for the leader.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,8 +20,9 @@ use http::{header, HeaderMap, Method};
 use super::fill::Growing;
 use super::route::ObjectRoute;
 use super::{Local, RequestCtx, Shard, MIB};
+use crate::cache::owner::{Lease, Lookup as Answer};
 use crate::cache::tiered::Found;
-use crate::cache::{CacheKey, CacheKeyRef, CacheOutcome, CachedObject, Flight, LeaderGuard};
+use crate::cache::{CacheKey, CacheKeyRef, CacheOutcome, CachedObject};
 use crate::http::request::RequestHead;
 
 /// What the lookup found.
@@ -29,6 +33,8 @@ pub enum Lookup {
     Stale(Arc<CachedObject>, CachePlan),
     /// Another request on this core is filling the key: stream from its fill.
     Follow(Rc<Growing>),
+    /// A request on another core filled the key: answer from the finished entry.
+    Filled(Arc<CachedObject>),
     /// Nothing usable: fetch from S3 (leading the key's fill when the request may fill it).
     Miss(Miss),
 }
@@ -51,15 +57,16 @@ pub struct Fill {
     pub ttl: Duration,
     /// Largest body stored, bytes.
     pub max_item_bytes: u64,
-    /// Held while this request leads the key's flight; `None` for a revalidation's refill.
-    pub guard: Option<LeaderGuard<CacheKey, Rc<Growing>>>,
+    /// Held while this request leads the key's flight (on any core); `None` for a
+    /// revalidation's refill.
+    pub lease: Option<Lease<Rc<Growing>>>,
 }
 
 impl Fill {
-    /// A fill led by this request (followers wait on `guard`).
-    pub fn led(plan: CachePlan, guard: LeaderGuard<CacheKey, Rc<Growing>>) -> Fill {
+    /// A fill led by this request (followers wait on `lease`).
+    pub fn led(plan: CachePlan, lease: Lease<Rc<Growing>>) -> Fill {
         Fill {
-            guard: Some(guard),
+            lease: Some(lease),
             ..Fill::unguarded(plan)
         }
     }
@@ -70,7 +77,7 @@ impl Fill {
             key: plan.key,
             ttl: plan.ttl,
             max_item_bytes: plan.max_item_bytes,
-            guard: None,
+            lease: None,
         }
     }
 }
@@ -102,7 +109,7 @@ impl Miss {
     }
 }
 
-/// Look `object` up in the shard's tiers (see the module doc).
+/// Look `object` up at its owner core (see the module doc).
 pub async fn lookup(
     shard: &Shard,
     local: &Local,
@@ -111,35 +118,29 @@ pub async fn lookup(
     cx: &mut RequestCtx<'_>,
 ) -> Lookup {
     let bucket = object.bucket;
-    let enabled = bucket.cache.enabled && shard.tiers.enabled();
-    let version_id = object.version_id.as_deref();
-    let found = if enabled {
-        let key = CacheKeyRef::new(&bucket.name, &object.key, version_id);
-        shard.tiers.lookup(&key).await
-    } else {
-        None
-    };
-    let found = match found {
-        Some(f) if f.obj.is_fresh(SystemTime::now()) => return Lookup::Fresh(f),
-        other => other,
-    };
-    let Some(plan) = enabled.then(|| cache_plan(local, shard, object)) else {
+    if !(bucket.cache.enabled && shard.cache.enabled()) {
         return Lookup::Miss(Miss::plain(CacheOutcome::Bypass));
-    };
+    }
     let plain_get = head.method == Method::GET && !has_conditionals_or_range(&head.headers);
-    if let Some(found) = found {
-        match (&found.obj.etag, plain_get) {
-            (Some(_), true) => return Lookup::Stale(found.obj, plan),
-            _ => shard.tiers.remove(&plan.key),
+    let key = CacheKeyRef::new(&bucket.name, &object.key, object.version_id.as_deref());
+    let not_stored = || Lookup::Miss(Miss::plain(CacheOutcome::Miss { stored: false }));
+    match shard.cache.lookup(&key, plain_get, cx.metrics).await {
+        Answer::Found(f) if f.obj.is_fresh(SystemTime::now()) => Lookup::Fresh(f),
+        // Stale with an ETag (the owner drops stale entries without one).
+        Answer::Found(f) => {
+            let plan = cache_plan(local, shard, object);
+            if plain_get {
+                return Lookup::Stale(f.obj, plan);
+            }
+            // Range and conditional requests are answered from entries but do not fill them.
+            shard.cache.remove(&plan.key);
+            not_stored()
         }
-    }
-    if !plain_get {
-        // Range and conditional requests are answered from entries but do not fill them.
-        return Lookup::Miss(Miss::plain(CacheOutcome::Miss { stored: false }));
-    }
-    match shard.flights.begin(&plan.key) {
-        Flight::Leader(guard) => Lookup::Miss(Miss::filling(Fill::led(plan, guard))),
-        Flight::Follower(waiter) => {
+        Answer::Lead(lease) => Lookup::Miss(Miss::filling(Fill::led(
+            cache_plan(local, shard, object),
+            lease,
+        ))),
+        Answer::Follow(waiter) => {
             cx.metrics.cache_single_flight_waits.inc();
             let bound = local.prepared.buckets[object.index].first_byte_timeout;
             match monoio::time::timeout(bound, waiter.wait()).await {
@@ -148,8 +149,21 @@ pub async fn lookup(
                 Err(_) => cx.metrics.cache_single_flight_timeouts.inc(),
             }
             // The leader got nothing to share (or too late): fetch alone, filling nothing.
-            Lookup::Miss(Miss::plain(CacheOutcome::Miss { stored: false }))
+            not_stored()
         }
+        Answer::Await(entry) => {
+            cx.metrics.cache_single_flight_waits.inc();
+            let bound = local.prepared.buckets[object.index].first_byte_timeout;
+            match monoio::time::timeout(bound, entry).await {
+                Ok(Ok(Some(obj))) => return Lookup::Filled(obj),
+                Ok(_) => cx.metrics.cache_single_flight_abandoned.inc(),
+                Err(_) => cx.metrics.cache_single_flight_timeouts.inc(),
+            }
+            not_stored()
+        }
+        // Nothing, and this request may not lead (Range, conditionals); or the owner core did
+        // not answer in time (counted by the cache): fetch without filling.
+        Answer::Miss | Answer::Busy => not_stored(),
     }
 }
 
@@ -168,7 +182,7 @@ fn cache_plan(local: &Local, shard: &Shard, object: &ObjectRoute<'_, '_>) -> Cac
     CachePlan {
         key: CacheKey::new(&bucket.name, &object.key, object.version_id.as_deref()),
         ttl: Duration::from_secs(ttl),
-        max_item_bytes: (max_item_mb * MIB).min(shard.tiers.memory_capacity()),
+        max_item_bytes: (max_item_mb * MIB).min(shard.cache.memory_capacity()),
     }
 }
 

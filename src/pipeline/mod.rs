@@ -7,9 +7,10 @@
 //! 2. [`limit`]: rate limits, concurrency and IP lists (empty until the limits issue).
 //! 3. [`authenticate`]: the bucket's JWT, before any lookup (a private hit needs a token too).
 //!    A cached verification is a hash probe; a cold one an RSA/ECDSA/HMAC verify.
-//! 4. [`lookup`]: the cache tiers ([`crate::cache::Tiered`]): a fresh hit, a stale entry to
-//!    revalidate, a fill of the key to follow, or a miss that leads its single-flight. ~20 ns
-//!    for a memory hit, no allocation.
+//! 4. [`lookup`]: the key at its owner core ([`crate::cache::owner`]): a fresh hit, a stale
+//!    entry to revalidate, a fill of the key to follow (on any core), or a miss that leads its
+//!    single-flight. ~20 ns for a memory hit on the owner, no allocation; a key another core
+//!    owns costs an L1 probe or one cross-core round trip.
 //! 5. [`fetch`]: only without a fresh entry. The object request described for the backend
 //!    seam ([`crate::s3::request`]), signed and sent by the upstream layer (one SigV4 signature
 //!    with the cached day key, one ~600-byte head), the proxy's own evaluation of
@@ -44,13 +45,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
-use yatagarasu_runtime::{ShardContext, Snapshot};
+use yatagarasu_runtime::{Inbox, Peers, ShardContext, Snapshot};
 
 use crate::admin::health::Health;
 use crate::auth::TokenCache;
 use crate::cache::memory::MemoryShard;
+use crate::cache::owner::{OwnerMsg, Owners, L1};
 use crate::cache::stats::{BucketCacheStats, ShardCacheStats};
-use crate::cache::{CacheKey, PurgeScope, SingleFlight, Tiered};
+use crate::cache::{PurgeScope, Tiered};
 use crate::error::ProxyError;
 use crate::http::request::RequestHead;
 use crate::http::response::DateCache;
@@ -138,11 +140,13 @@ pub struct Shard {
     local: RefCell<Rc<Local>>,
     upstream: Upstream,
     dates: DateCache,
-    /// This shard's cache tiers (memory: `cache.memory.max_cache_size_mb` / shards).
-    tiers: Tiered,
-    /// Misses being fetched right now, so concurrent misses for one key make one S3 request;
-    /// the value is the entry being filled, published as soon as its response head is known.
-    flights: SingleFlight<CacheKey, Rc<Growing>>,
+    /// This core's side of the key-owned cache: its partition of the tiers (memory:
+    /// `cache.memory.max_cache_size_mb` / shards, less the L1), its L1 of other cores' hot
+    /// keys, the single-flight of its keys, the queues to every owner. A local fill
+    /// publishes the entry being filled as soon as its response head is known.
+    cache: Rc<Owners<Rc<Growing>>>,
+    /// Applies reloads to the cache (drops buckets a reload removed or re-pointed).
+    cache_sync: Rc<CacheSync>,
     /// Verified tokens, so a reused token costs no RSA/ECDSA verification.
     tokens: TokenCache,
     ctx: ShardContext,
@@ -152,13 +156,57 @@ pub struct Shard {
     health: Arc<Health>,
 }
 
-/// Process-wide services each shard reads: the metrics registry and the readiness state.
-#[derive(Clone, Debug)]
+/// Process-wide services each shard reads: the metrics registry, the readiness state and the
+/// cross-core queues of the key-owned cache.
+#[derive(Clone)]
 pub struct Services {
     /// Where every shard registers its counters.
     pub metrics: Arc<Metrics>,
     /// Probe results and process facts for `/health` and `/ready`.
     pub health: Arc<Health>,
+    /// The queues between cores, made by the first shard that starts (it knows the count).
+    pub owners: Arc<std::sync::OnceLock<OwnerQueues>>,
+}
+
+/// Every core's queue of the key-owned cache: the senders, and one inbox per shard.
+pub type OwnerQueues = (Peers<OwnerMsg>, Vec<Inbox<OwnerMsg>>);
+
+impl Services {
+    /// Services around `metrics` and `health`, with no cross-core queues yet.
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>) -> Services {
+        Services {
+            metrics,
+            health,
+            owners: Arc::default(),
+        }
+    }
+}
+
+/// Drops the cache entries of buckets a reload removed or pointed at other S3 settings, once
+/// per config generation, on whichever path of this core sees the new generation first (a
+/// request, or a lookup from another core: an owner never answers for a stale bucket).
+struct CacheSync {
+    snapshot: Snapshot<Prepared>,
+    applied: RefCell<(u64, Arc<Prepared>)>,
+    cache: Rc<Owners<Rc<Growing>>>,
+}
+
+impl CacheSync {
+    /// Apply the latest generation if it is new (one atomic load when it is not).
+    fn apply(&self) {
+        let generation = self.snapshot.generation();
+        if self.applied.borrow().0 == generation {
+            return;
+        }
+        let next = self.snapshot.load_full();
+        let old = std::mem::replace(&mut *self.applied.borrow_mut(), (generation, next.clone()));
+        for b in &old.1.config.buckets {
+            let same = next.config.bucket(&b.name).is_some_and(|n| n.s3 == b.s3);
+            if !same {
+                self.cache.purge(&PurgeScope::Bucket(b.name.clone()));
+            }
+        }
+    }
 }
 
 impl Shard {
@@ -169,18 +217,36 @@ impl Shard {
                 .metrics
                 .register_shard(ctx.index(), &ctx.driver().to_string(), ctx.cpu());
         let local = Local::build(snapshot.generation(), snapshot.load_full(), &metrics);
-        let total_bytes = local.prepared.config.cache.memory.max_cache_size_mb * MIB;
-        let memory = MemoryShard::with_metrics(
-            total_bytes / ctx.shard_count().max(1) as u64,
-            metrics.clone(),
+        let memory_cfg = &local.prepared.config.cache.memory;
+        // Each core's share of the node's budget: its owner partition plus its L1 copies.
+        let share = memory_cfg.max_cache_size_mb * MIB / ctx.shard_count().max(1) as u64;
+        let l1_bytes = share * memory_cfg.l1_percent / 100;
+        let memory = MemoryShard::with_metrics(share - l1_bytes, metrics.clone());
+        let (peers, inboxes) = services
+            .owners
+            .get_or_init(|| Peers::new(ctx.shard_count(), crate::cache::owner::QUEUE_CAPACITY));
+        let cache = Owners::new(
+            ctx.index(),
+            peers.clone(),
+            Tiered::new(memory),
+            L1::new(l1_bytes),
         );
+        let cache_sync = Rc::new(CacheSync {
+            snapshot: snapshot.clone(),
+            applied: RefCell::new((local.generation, local.prepared.clone())),
+            cache: cache.clone(),
+        });
+        if let Some(inbox) = inboxes.get(ctx.index()) {
+            let sync = cache_sync.clone();
+            monoio::spawn(cache.clone().serve(inbox.clone(), move || sync.apply()));
+        }
         Shard {
             snapshot,
             local: RefCell::new(Rc::new(local)),
             upstream: Upstream::default(),
             dates: DateCache::default(),
-            tiers: Tiered::new(memory),
-            flights: SingleFlight::new(),
+            cache,
+            cache_sync,
             tokens: TokenCache::new(TOKEN_CACHE_ENTRIES),
             ctx,
             metrics,
@@ -196,16 +262,7 @@ impl Shard {
         if local.generation != generation {
             let next = Local::build(generation, self.snapshot.load_full(), &self.metrics);
             // Entries of buckets a reload removed or pointed elsewhere no longer match S3.
-            for old in &local.prepared.config.buckets {
-                let same = next
-                    .prepared
-                    .config
-                    .bucket(&old.name)
-                    .is_some_and(|b| b.s3 == old.s3);
-                if !same {
-                    self.tiers.purge(&PurgeScope::Bucket(old.name.clone()));
-                }
-            }
+            self.cache_sync.apply();
             *local = Rc::new(next);
         }
         local.clone()
@@ -236,6 +293,10 @@ impl Shard {
             Lookup::Follow(growing) => {
                 return Ok(respond::collapsed(self, head, conn, &growing, cx).await)
             }
+            Lookup::Filled(obj) => {
+                let outcome = crate::cache::CacheOutcome::Collapsed;
+                return Ok(respond::cached(self, head, conn, &obj, outcome, cx).await);
+            }
             Lookup::Stale(obj, plan) => {
                 fetch::revalidate(self, local, &object, obj, plan, cx).await?
             }
@@ -253,10 +314,11 @@ impl Shard {
 }
 
 impl Shard {
-    /// Remove the entries `scope` names from this shard's cache tiers; returns how many.
-    /// Runs on the shard (through the control mailbox), O(entries in the shard).
+    /// Remove the entries `scope` names from this core's partition and its L1; returns how
+    /// many partition entries. Runs on the shard (through the control mailbox, on every shard),
+    /// O(entries in the shard).
     pub fn purge(&self, scope: &PurgeScope) -> usize {
-        let n = self.tiers.purge(scope);
+        let n = self.cache.purge(scope);
         tracing::info!(shard = self.ctx.index(), purged = n, scope = ?scope_name(scope), "cache purge");
         n
     }
@@ -284,7 +346,9 @@ impl Shard {
             .collect();
         ShardCacheStats {
             shard: self.ctx.index(),
-            capacity_bytes: self.tiers.memory_capacity(),
+            capacity_bytes: self.cache.memory_capacity(),
+            l1_capacity_bytes: self.cache.l1_capacity(),
+            l1_items: self.cache.l1_len() as u64,
             buckets,
         }
     }

@@ -311,20 +311,28 @@ async fn fill_and_deliver(
     let meta =
         CachedObject::from_response(bytes::Bytes::new(), &resp.headers, SystemTime::now(), f.ttl);
     let growing = Growing::new(f.len, meta);
-    let Fill { key, guard, .. } = f.fill;
-    if let Some(g) = &guard {
-        g.publish(growing.clone());
+    let Fill { key, lease, .. } = f.fill;
+    if let Some(l) = &lease {
+        l.publish(growing.clone());
     }
     let mut reader = growing.reader();
     let mut sent = 0u64;
     let filling = async {
         let entry = growing.fill_from(&mut resp.body).await;
-        if let Some(obj) = &entry {
-            shard.tiers.fill(&key, obj);
+        let complete = entry.is_some();
+        match lease {
+            // The key's owner inserts it and hands it to followers on other cores; followers
+            // here already hold the published fill. The flight ends here.
+            Some(lease) => {
+                lease.complete(entry);
+            }
+            None => {
+                if let Some(obj) = &entry {
+                    shard.cache.insert(&key, obj);
+                }
+            }
         }
-        // Followers already hold the published entry; the flight ends here.
-        drop(guard);
-        entry.is_some()
+        complete
     };
     let delivering = async {
         conn.flush().await?;
