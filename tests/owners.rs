@@ -4,13 +4,17 @@
 //! log's `shard` field shows the spread), so most lookups are for keys another core owns.
 //!
 //! Asserted: one S3 GET per object per node (40 sequential fresh connections; 50 concurrent
-//! cold GETs on their own connections); a memory budget that holds its distinct bytes (24 x
-//! 128 KiB in 8 MiB, refetched on 8 fresh connections with no S3 GET and every answer a HIT, and
+//! cold GETs on their own connections), with the other cores' hits counted as remote lookups
+//! and L1 hits (`/metrics`); a memory budget that holds its distinct bytes (24 x 128 KiB in
+//! 8 MiB, refetched on 8 fresh connections with no S3 GET and every answer a HIT, and
 //! `/admin/cache/stats` counting each key once over the shards); a purge exact on every core
-//! (the next 8 fresh connections make one S3 GET and all see the object's new bytes); a SIGTERM
-//! drain and SIGHUP reloads during cross-core keep-alive load lose no request and truncate no
-//! body. S3 GETs are counted in RGW's ops log as deltas around each step; every test uses its
-//! own keys so tests running in parallel do not disturb each other's counts.
+//! (one owner entry and every L1 copy dropped; the next 8 fresh connections make one S3 GET and
+//! all see the object's new bytes); a SIGTERM drain and SIGHUP reloads during cross-core
+//! keep-alive load lose no request and truncate no body, and a SIGTERM while a core fills a key
+//! whose owner core has already stopped (arranged with `owner_of` and the access log's shard)
+//! still delivers the response whole and exits. S3 GETs are counted in RGW's ops log as deltas
+//! around each step; every counting test uses its own keys so tests running in parallel do not
+//! disturb each other's counts.
 
 // A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -132,6 +136,65 @@ fn assert_spread(proxy: &Proxy, path: &str, requests: usize) -> BTreeSet<u64> {
     shards
 }
 
+/// The owner counters of bucket `public` on `/metrics` (summed over shards).
+#[derive(Debug)]
+struct OwnerCounters {
+    /// `yatagarasu_cache_remote_lookups_total`: lookups sent to the key's owner core.
+    remote_lookups: u64,
+    /// `yatagarasu_cache_l1_hits_total`: hits from a core's hot copy of another core's key.
+    l1_hits: u64,
+    /// `yatagarasu_cache_owner_busy_total`: served from S3 without a fill, the owner did not
+    /// answer in time.
+    owner_busy: u64,
+}
+
+fn owner_counters(proxy: &Proxy) -> OwnerCounters {
+    let r = proxy.admin("GET", "/metrics", &[]);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).expect("metrics are UTF-8");
+    let read = |name: &str| {
+        let series =
+            format!("yatagarasu_cache_{name}_total{{bucket=\"public\",layer=\"memory\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("/metrics has no {series}:\n{text}"))
+            .trim()
+            .parse::<f64>()
+            .expect("a number") as u64
+    };
+    OwnerCounters {
+        remote_lookups: read("remote_lookups"),
+        l1_hits: read("l1_hits"),
+        owner_busy: read("owner_busy"),
+    }
+}
+
+/// `/admin/cache/stats`: (the stats JSON, owner-partition items per shard summed over buckets,
+/// L1 copies per shard).
+fn cache_stats(proxy: &Proxy) -> (serde_json::Value, Vec<u64>, Vec<u64>) {
+    let stats = proxy.admin("GET", "/admin/cache/stats", &[]);
+    assert_eq!(stats.status, 200);
+    let v = stats.json();
+    let shards = v["shards"].as_array().expect("stats.shards");
+    assert_eq!(shards.len(), 4, "{v}");
+    let items = shards
+        .iter()
+        .map(|s| {
+            s["buckets"]
+                .as_array()
+                .expect("shards[].buckets")
+                .iter()
+                .map(|b| b["items"].as_u64().expect("items"))
+                .sum()
+        })
+        .collect();
+    let l1 = shards
+        .iter()
+        .map(|s| s["l1_items"].as_u64().expect("shards[].l1_items"))
+        .collect();
+    (v, items, l1)
+}
+
 #[test]
 fn forty_fresh_connections_make_one_s3_get() {
     let o = &upload(&[("owners/forty.bin", 40, 64 << 10)])[0];
@@ -147,15 +210,25 @@ fn forty_fresh_connections_make_one_s3_get() {
     let gets = s3_requests(BUCKET, &o.key, None) - before;
     let shards = assert_spread(&proxy, &o.path, 40);
     assert_eq!(
-        gets, 1,
+        gets,
+        1,
         "40 sequential fresh connections (served by shards {shards:?}) for one key made {gets} \
-         S3 GETs; X-Cache: {caches:?}"
+         S3 GETs; X-Cache: {caches:?}; {:?}",
+        owner_counters(&proxy)
     );
     assert_eq!(caches[0], "MISS");
     assert!(
         caches[1..].iter().all(|c| c == "HIT"),
         "every request after the first is a HIT: {caches:?}"
     );
+    // Connections on other cores asked the owner, and (from their second hit) kept a hot copy.
+    let m = owner_counters(&proxy);
+    assert!(m.remote_lookups >= 1, "{m:?}");
+    assert!(
+        m.l1_hits >= 1,
+        "~30 hits on cores that do not own the key, none from an L1 copy: {m:?}"
+    );
+    assert_eq!(m.owner_busy, 0, "{m:?}");
 }
 
 /// 24 objects of 128 KiB (3 MiB) for the 8 MiB-budget tests, uploaded once per test binary.
@@ -246,10 +319,11 @@ fn an_8_mib_budget_keeps_3_mib_of_objects_for_every_core() {
     let proxy = Proxy::start(&owners_yaml(8, ""));
     let seen = fill_then_refetch(&proxy);
     let total: usize = seen.gets.iter().sum();
+    let m = owner_counters(&proxy);
     assert_eq!(
         total, 0,
         "refetching 24 cached 128 KiB objects on 8 fresh connections made {total} S3 GETs (per \
-         key: {:?})",
+         key: {:?}); {m:?}",
         seen.gets
     );
     assert!(
@@ -258,6 +332,8 @@ fn an_8_mib_budget_keeps_3_mib_of_objects_for_every_core() {
         seen.problems.len(),
         first_lines(&seen.problems)
     );
+    // 8 connections over 4 cores asked for every key: most asks crossed cores.
+    assert!(m.remote_lookups + m.l1_hits >= 24, "{m:?}");
 }
 
 #[test]
@@ -265,22 +341,7 @@ fn admin_stats_count_each_cached_key_on_one_shard() {
     let _one_at_a_time = PARTITION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let proxy = Proxy::start(&owners_yaml(8, ""));
     let seen = fill_then_refetch(&proxy);
-    let stats = proxy.admin("GET", "/admin/cache/stats", &[]);
-    assert_eq!(stats.status, 200);
-    let v = stats.json();
-    let shards = v["shards"].as_array().expect("stats.shards");
-    assert_eq!(shards.len(), 4, "{v}");
-    let per_shard: Vec<u64> = shards
-        .iter()
-        .map(|s| {
-            s["buckets"]
-                .as_array()
-                .expect("shards[].buckets")
-                .iter()
-                .map(|b| b["items"].as_u64().expect("items"))
-                .sum()
-        })
-        .collect();
+    let (v, per_shard, l1) = cache_stats(&proxy);
     let items: u64 = per_shard.iter().sum();
     let keys = partition_objects().len() as u64;
     assert!(
@@ -296,7 +357,8 @@ fn admin_stats_count_each_cached_key_on_one_shard() {
     );
     assert_eq!(
         items, keys,
-        "items over the shards (per shard {per_shard:?}) equal the 24 distinct cached keys: {v}"
+        "items over the shards (per shard {per_shard:?}; L1 copies {l1:?}) equal the 24 \
+         distinct cached keys: {v}"
     );
     assert_eq!(v["totals"]["items"], items, "{v}");
 }
@@ -322,9 +384,33 @@ fn a_purge_is_exact_on_every_core() {
         "cached bytes before the purge"
     );
 
+    let m = owner_counters(&proxy);
+    assert!(
+        m.l1_hits >= 1,
+        "13 hits from fresh connections, none from a core's hot copy (so the purge would have \
+         no copy to drop): {m:?}"
+    );
+    let (_, items, l1) = cache_stats(&proxy);
+    assert_eq!(
+        items.iter().sum::<u64>(),
+        1,
+        "held by its owner alone: {items:?}"
+    );
+    assert!(
+        l1.iter().sum::<u64>() >= 1,
+        "copies before the purge: {l1:?}"
+    );
+
     let p = proxy.admin("POST", &format!("/admin/cache/purge{PREFIX}/{key}"), &[]);
     assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&p.body));
-    assert!(p.json()["purged"].as_u64().unwrap() >= 1, "{}", p.json());
+    let p = p.json();
+    assert_eq!(p["purged"], 1, "the one owner entry: {p}");
+    let (v, items, l1) = cache_stats(&proxy);
+    assert_eq!(
+        (items.iter().sum::<u64>(), l1.iter().sum::<u64>()),
+        (0, 0),
+        "nothing left after the purge, in the owner or in any L1: {v}"
+    );
 
     let before = s3_requests(BUCKET, key, None);
     let mut caches = Vec::new();
@@ -343,9 +429,11 @@ fn a_purge_is_exact_on_every_core() {
     let gets = s3_requests(BUCKET, key, None) - before;
     let shards = assert_spread(&proxy, &new.path, 21);
     assert_eq!(
-        gets, 1,
+        gets,
+        1,
         "8 fresh connections after the purge (all requests on shards {shards:?}) made {gets} S3 \
-         GETs; X-Cache: {caches:?}"
+         GETs; X-Cache: {caches:?}; {:?}",
+        owner_counters(&proxy)
     );
     assert_eq!(caches[0], "MISS");
     assert!(caches[1..].iter().all(|c| c == "HIT"), "{caches:?}");
@@ -377,8 +465,11 @@ fn fifty_concurrent_cold_gets_make_one_s3_get() {
     let shards = assert_spread(&proxy, &o.path, 50);
     let caches: Vec<&str> = answers.iter().map(|a| a.2.as_str()).collect();
     assert_eq!(
-        gets, 1,
-        "50 concurrent cold GETs on shards {shards:?} made {gets} S3 GETs; X-Cache: {caches:?}"
+        gets,
+        1,
+        "50 concurrent cold GETs on shards {shards:?} made {gets} S3 GETs; X-Cache: {caches:?}; \
+         {:?}",
+        owner_counters(&proxy)
     );
 }
 
@@ -538,7 +629,7 @@ fn load_worker(
             }
             return Err(format!("worker {i}: connect failed"));
         };
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.set_nodelay(true).unwrap();
         loop {
             if load.stop.load(Ordering::SeqCst) || n >= 20_000 + i * 5 {
@@ -608,7 +699,7 @@ fn slow_download(
     started: &AtomicU64,
 ) -> (u16, bool, usize, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&request_bytes("GET", path, &[])).unwrap();
     let mut buf = Vec::new();
     let mut tmp = vec![0u8; 16 << 10];
@@ -658,11 +749,21 @@ fn slow_download(
     (status, intact, body.len(), eof)
 }
 
+/// The last `max` lines of the proxy's log that are not access lines.
+fn log_tail(proxy: &Proxy, max: usize) -> String {
+    let log = proxy.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("yatagarasu::access"))
+        .collect();
+    lines[lines.len().saturating_sub(max)..].join("\n")
+}
+
 #[test]
 fn sigterm_drain_during_cross_core_load_loses_no_request() {
     let b = backend();
     let video = b.bytes(b.object("yata-media", "video.bin"));
-    let yaml = owners_yaml(64, "").replace("shutdown_grace_ms: 2000", "shutdown_grace_ms: 20000");
+    let yaml = owners_yaml(64, "").replace("shutdown_grace_ms: 2000", "shutdown_grace_ms: 5000");
     let mut proxy = Proxy::start(&yaml);
     let (load, workers) = start_load(&proxy, 6, true);
 
@@ -685,33 +786,44 @@ fn sigterm_drain_during_cross_core_load_loses_no_request() {
     }
     let before_term = load.ok.load(Ordering::SeqCst);
     load.term_sent.store(true, Ordering::SeqCst);
+    let term_at = Instant::now();
     proxy.signal("TERM");
 
     let failures: Vec<String> = workers
         .into_iter()
         .filter_map(|w| w.join().unwrap().err())
         .collect();
-    for (i, d) in slow.into_iter().enumerate() {
-        let (status, intact, got, eof) = d.join().unwrap();
-        assert_eq!(status, 200, "slow download {i}");
+    let slow: Vec<_> = slow.into_iter().map(|d| d.join().unwrap()).collect();
+    let since_term = term_at.elapsed();
+    let exited = proxy.wait_exit(Duration::from_secs(10));
+    let after = || {
+        format!(
+            "(SIGTERM sent {since_term:?} before; 10 s later the proxy had exited with \
+             {exited:?}, its grace being 5 s); the end of its log:\n{}",
+            log_tail(&proxy, 12)
+        )
+    };
+    for (i, (status, intact, got, eof)) in slow.iter().enumerate() {
+        assert_eq!(*status, 200, "slow download {i} {}", after());
         assert!(
             intact,
-            "slow download {i}: {got} bytes, not the seeded 1 MiB"
+            "slow download {i}: {got} bytes, not the seeded 1 MiB {}",
+            after()
         );
         assert!(
             eof,
-            "slow download {i}: the connection closes after it during a drain"
+            "slow download {i}: the connection closes after it during a drain {}",
+            after()
         );
     }
     assert!(
         failures.is_empty(),
-        "requests lost or truncated during the drain:\n{}",
+        "requests lost or truncated during the drain {}:\n{}",
+        after(),
         failures.join("\n")
     );
-    let status = proxy
-        .wait_exit(Duration::from_secs(30))
-        .expect("exits after the drain");
-    assert!(status.success(), "{status:?}\n{}", proxy.log_text());
+    let status = exited.expect("exits after the drain");
+    assert!(status.success(), "{status:?} {}", after());
     assert!(proxy.log_text().contains("drained, exiting"));
     eprintln!(
         "drain: {before_term} responses before SIGTERM, {} after it, {} requests answered by a \
@@ -756,4 +868,109 @@ fn sighup_reloads_during_cross_core_load_lose_no_request() {
         "the load ran during the reloads (responses at each reload {during:?}, at the end \
          {at_end})"
     );
+}
+
+/// The shard that served the request whose `X-Request-Id` is `id` (from its access line; waits
+/// up to 5 s for it).
+fn shard_of_request(proxy: &Proxy, id: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = proxy
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "yatagarasu::access" && v["request_id"] == id)
+            .and_then(|v| v["shard"].as_u64());
+        if let Some(s) = found {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no access line for request {id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_while_a_core_fills_a_key_whose_owner_already_stopped() {
+    // Arranged, not left to chance: a request on core A leads the fill of a key owned by core
+    // B, B has no connection (so it stops as soon as the drain starts), and the fill is still
+    // arriving (a slow origin) when SIGTERM comes. The fill must still finish, the response
+    // arrive whole, and the process exit.
+    let b = backend();
+    let key = "100k.bin";
+    let want = b.bytes(b.object("yata-public", key));
+    let slow = FaultyOrigin::start("slow-body", &["--chunk-bytes", "8192", "--delay-ms", "50"]);
+    let bucket = bucket_yaml(
+        "slow",
+        "/slow",
+        "yata-public",
+        &slow.endpoint(),
+        &b.ak1,
+        &b.sk1,
+        "",
+    );
+    let yaml =
+        owners_yaml(64, &bucket).replace("shutdown_grace_ms: 2000", "shutdown_grace_ms: 5000");
+    let mut proxy = Proxy::start(&yaml);
+    let owner = yatagarasu::cache::owner::owner_of(b"slow", key.as_bytes(), 4) as u64;
+
+    // Find a connection on another core; close every other one (the owner keeps none).
+    let mut on_other = None;
+    for _ in 0..64 {
+        let mut c = proxy.client();
+        let r = c.request("GET", "/public/hello.txt", &[]);
+        assert_eq!(r.status, 200);
+        let id = r.header("x-request-id").expect("X-Request-Id").to_owned();
+        let shard = shard_of_request(&proxy, &id);
+        if shard != owner {
+            on_other = Some((c, shard));
+            break;
+        }
+    }
+    let (mut c, leader_shard) = on_other.expect("64 connections all landed on the owner core");
+    std::thread::sleep(Duration::from_millis(200)); // the closed connections are gone
+
+    // The cold GET: core `leader_shard` asks the owner and leads the fill from the slow origin
+    // (100 KiB in 8 KiB pieces 50 ms apart: ~650 ms).
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    c.send(&request_bytes("GET", &format!("/slow/{key}"), &[]));
+    let mut first = [0u8; 1];
+    c.stream
+        .read_exact(&mut first)
+        .expect("the response starts before the fill ends");
+    let term_at = Instant::now();
+    proxy.signal("TERM");
+
+    let mut rest = Vec::new();
+    let read = c.stream.read_to_end(&mut rest);
+    let mut raw = first.to_vec();
+    raw.extend_from_slice(&rest);
+    let exited = proxy.wait_exit(Duration::from_secs(10));
+    let context = format!(
+        "(the fill on shard {leader_shard} of a key owned by shard {owner}; SIGTERM sent {:?} \
+         before; the proxy exited with {exited:?}); the end of its log:\n{}",
+        term_at.elapsed(),
+        log_tail(&proxy, 12)
+    );
+    assert!(
+        read.is_ok(),
+        "reading the response: {read:?} after {} bytes {context}",
+        raw.len()
+    );
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or_else(|| panic!("no complete response head {context}"));
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head} {context}");
+    assert!(
+        raw[head_end..] == want[..],
+        "body: {} bytes, want the seeded {} {context}",
+        raw.len() - head_end,
+        want.len()
+    );
+    let status = exited.unwrap_or_else(|| panic!("the proxy did not exit {context}"));
+    assert!(status.success(), "{status:?} {context}");
 }
