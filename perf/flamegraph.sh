@@ -6,7 +6,8 @@
 # prints the top 20 self-time symbols (`perf report --no-children`).
 #
 # usage:    bash perf/flamegraph.sh SCENARIO [SECONDS] [-- SCENARIO_ARGS...]
-#           SCENARIO: cache-hit | cache-hit-100k | miss-garage | stream-1g | idle-10k
+#           SCENARIO: cache-hit | cache-hit-100k | miss-garage | stream-1g | idle-10k |
+#           cross-core-hits (profiles build B; `-- one` for its one-shard mode)
 #           (any perf/SCENARIO.sh that calls perf_maybe_profile). SECONDS: 5.
 #           SCENARIO_ARGS go to the scenario (e.g. `-- 1 5 64` for 64 connections, `-- --rgw`).
 # env:      YATA_PERF_PROFILE_FREQ (999), YATA_PERF_CALLGRAPH ("-g": frame pointers; the release

@@ -184,6 +184,9 @@ perf_start_proxy() {
   PROXY_LOG=$WORK/$name.log
   local cpus=$PROXY_CPU
   [[ -n ${PERF_PROXY_CPUS:-} ]] && cpus=$PERF_PROXY_CPUS
+  # Emptied here, not only by the background redirect: the loop below may look before that runs
+  # and would read the previous run's address (or find no file).
+  : >"$PROXY_LOG"
   RUST_LOG=info taskset -c "$cpus" "$YATA_BIN" --config "$conf" >"$PROXY_LOG" 2>&1 &
   PROXY_PID=$!
   perf_on_exit "perf_stop_pid $PROXY_PID yatagarasu"
@@ -199,7 +202,8 @@ perf_start_proxy() {
 }
 
 # perf_proxy_conf_head SHARDS CPUS [EXTRA_SERVER_LINES]: the server/admin/logging part of a proxy
-# config: listener on 127.0.0.1:0, SHARDS shards pinned to CPUS ("0" or "0, 1"), the admin listener
+# config: listener on 127.0.0.1:0, SHARDS shards pinned to CPUS ("0" or "0, 1"; "none" or "auto":
+# that cpu_affinity mode instead of a list), the admin listener
 # on a kernel-chosen port (so perf runs never collide with a proxy on 9090), warn-level JSON logs
 # without an access log. The caller appends `cache:` and `buckets:`.
 perf_proxy_conf_head() {
@@ -208,7 +212,7 @@ perf_proxy_conf_head() {
 server:
   listen: "127.0.0.1:0"
   shards: $1
-  cpu_affinity: [$2]
+  cpu_affinity: $(case $2 in none | auto) echo "$2" ;; *) echo "[$2]" ;; esac)
 ${3:-}
 admin: {listen: "127.0.0.1:0"}
 logging: {level: warn, format: json, access_log: false}
@@ -438,7 +442,8 @@ perf_maybe_profile() {
   mv "$YATA_PERF_PROFILE_SVG.tmp" "$YATA_PERF_PROFILE_SVG"
   echo "flamegraph: $YATA_PERF_PROFILE_SVG"
   echo "top 20 self-time symbols (perf report --no-children):"
+  # awk, not head: head's early exit would SIGPIPE the pipeline (pipefail) when the report is long.
   perf report -i "$data" --no-children --stdio --sort symbol 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | head -20
+    | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | awk 'NR <= 20'
   exit 0
 }

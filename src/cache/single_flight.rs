@@ -1,5 +1,6 @@
-//! Per-core single-flight: concurrent misses for one key on one core make one S3 fetch; the
-//! other requests wait for its outcome (issue 4, item 4).
+//! The single-flight table of one core: concurrent misses for one key on that core make one S3
+//! fetch; the other requests wait for its outcome. The owner core of a key keeps its flight
+//! here ([`super::owner::Owners`]); requests on other cores join it through the owner.
 //!
 //! Hot path on misses only. [`SingleFlight::begin`] is one hash probe for a follower (plus one
 //! `Rc` clone and a waker slot) and two probes, one key clone and one `Rc<Slot>` allocation for a
