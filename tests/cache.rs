@@ -8,43 +8,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// Requests RGW logged for `GET /<bucket>/<encoded key>` with `status` (any status when None).
-fn s3_requests(bucket: &str, key: &str, status: Option<&str>) -> usize {
-    let b = backend();
-    let log = b
-        .ops_log
-        .as_ref()
-        .expect("RGW ops log (YATA_TEST_OPS_LOG) is required for counting");
-    std::thread::sleep(Duration::from_millis(300)); // RGW writes the ops log asynchronously
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let uri = format!("\"uri\":\"GET /{bucket}/{} HTTP/1.1\"", encode_key(key));
-    text.split("\"bucket\":")
-        .filter(|entry| entry.contains(&uri))
-        .filter(|entry| status.is_none_or(|s| entry.contains(&format!("\"http_status\":\"{s}\""))))
-        .count()
-}
-
-fn put_object(bucket: &str, key: &str, body: &[u8]) {
-    let py = std::env::var("YATA_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
-    let mut child = Command::new(py)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/put-object.py"
-        ))
-        .args([bucket, key])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("put-object.py");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    assert!(child.wait().unwrap().success(), "put-object.py failed");
-}
 
 fn cached_proxy(server_extra: &str, cache_extra: &str) -> Proxy {
     let yaml = config(server_extra, "").replace(

@@ -602,6 +602,53 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What reached RGW, and changing objects in it.
+
+/// Requests RGW logged for `GET /<bucket>/<encoded key>` with `status` (any status when None),
+/// counted in its ops log (`YATA_TEST_OPS_LOG`; see tests/support/README.md).
+pub fn s3_requests(bucket: &str, key: &str, status: Option<&str>) -> usize {
+    s3_requests_each(bucket, &[key], status)[0]
+}
+
+/// [`s3_requests`] for each of `keys`, from one read of the ops log.
+pub fn s3_requests_each(bucket: &str, keys: &[&str], status: Option<&str>) -> Vec<usize> {
+    let b = backend();
+    let log = b
+        .ops_log
+        .as_ref()
+        .expect("RGW ops log (YATA_TEST_OPS_LOG) is required for counting");
+    std::thread::sleep(Duration::from_millis(300)); // RGW writes the ops log asynchronously
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let entries: Vec<&str> = text
+        .split("\"bucket\":")
+        .filter(|entry| status.is_none_or(|s| entry.contains(&format!("\"http_status\":\"{s}\""))))
+        .collect();
+    keys.iter()
+        .map(|key| {
+            let uri = format!("\"uri\":\"GET /{bucket}/{} HTTP/1.1\"", encode_key(key));
+            entries.iter().filter(|entry| entry.contains(&uri)).count()
+        })
+        .collect()
+}
+
+/// Upload (or overwrite) `bucket`/`key` in RGW with `body` (`tests/support/put-object.py`).
+pub fn put_object(bucket: &str, key: &str, body: &[u8]) {
+    let py = std::env::var("YATA_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let mut child = Command::new(py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/put-object.py"
+        ))
+        .args([bucket, key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("put-object.py");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    assert!(child.wait().unwrap().success(), "put-object.py failed");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fault injection between the proxy and RGW.
 
 const HOW_TO_START_PYTHON: &str = "python3 is needed for tests/support/faulty-origin.py: install \
