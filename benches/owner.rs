@@ -167,7 +167,6 @@ fn cross_core(c: &mut Criterion, samples: usize) {
     c.bench_function("owner/lookup_1KiB_other_core", |b| {
         b.iter_custom(&mut lookup)
     });
-    drop(lookup);
     c.bench_function("owner/lookup_1KiB_other_core_64_in_flight", |b| {
         b.iter_custom(|n| {
             rt.block_on(async {
@@ -301,14 +300,12 @@ fn l1_hit_ratio(l1_percent: u64, requests: usize) -> (f64, f64, f64) {
         let core = (rng.next_u64() % CORES as u64) as usize;
         let (k, owner) = (&keys[i], owners[i]);
         let kr = k.as_ref_key();
-        if owner != core {
-            if l1s[core].get(&kr).is_some() {
-                hits += 1;
-                local += 1;
-                remote_hits += 1;
-                l1_hits += 1;
-                continue;
-            }
+        if owner != core && l1s[core].get(&kr).is_some() {
+            hits += 1;
+            local += 1;
+            remote_hits += 1;
+            l1_hits += 1;
+            continue;
         }
         match partitions[owner].get(k) {
             Some(found) => {
