@@ -20,6 +20,8 @@
 #           A side given neither is this checkout's release build (perf_build; YATA_PERF_NO_BUILD=1
 #           uses the existing one), so with no variables at all A = B: a noise check (~1.0).
 #           YATA_PERF_XCORE_AFFINITY ("0, 1"): cpu_affinity of the cross mode ("none" floats).
+#           YATA_PERF_MEMORY_EXTRA_A, YATA_PERF_MEMORY_EXTRA_B: extra `cache.memory` keys for one
+#           side (e.g. "l1_percent: 0": every hit of the other core's keys crosses cores).
 #           YATA_PERF_PROFILE=1: after the runs, record B under the same load for
 #           YATA_PERF_PROFILE_SECS (5) with perf/flamegraph.sh's recipe (perf_maybe_profile: perf
 #           record -F 999 -g, inferno) and append the top 20 self-time symbols to the result; the
@@ -107,16 +109,19 @@ if [[ $MODE == cross ]]; then
 else
   AFFINITY=$PROXY_CPU
 fi
-CONF=$WORK/yatagarasu.yaml
-{
-  perf_proxy_conf_head "$NSHARDS" "$AFFINITY"
-  echo "cache:"
-  echo "  memory: {max_cache_size_mb: 64, max_item_size_mb: 1, default_ttl_seconds: 3600}"
-  echo "buckets:"
-  perf_bucket_conf perf /perf yata-public "$YATA_TEST_S3_ENDPOINT" "$YATA_TEST_AK1" "$YATA_TEST_SK1" "{enabled: true}"
-} >"$CONF"
-declare -A PID=() ADDR=() ADMIN=()
+declare -A PID=() ADDR=() ADMIN=() MEMORY_EXTRA=(
+  [A]=${YATA_PERF_MEMORY_EXTRA_A:-}
+  [B]=${YATA_PERF_MEMORY_EXTRA_B:-}
+)
 for side in A B; do
+  CONF=$WORK/yatagarasu-$side.yaml
+  {
+    perf_proxy_conf_head "$NSHARDS" "$AFFINITY"
+    echo "cache:"
+    echo "  memory: {max_cache_size_mb: 64, max_item_size_mb: 1, default_ttl_seconds: 3600${MEMORY_EXTRA[$side]:+, ${MEMORY_EXTRA[$side]}}}"
+    echo "buckets:"
+    perf_bucket_conf perf /perf yata-public "$YATA_TEST_S3_ENDPOINT" "$YATA_TEST_AK1" "$YATA_TEST_SK1" "{enabled: true}"
+  } >"$CONF"
   YATA_BIN=${BIN[$side]} perf_start_proxy "$CONF" "yatagarasu-$side"
   PID[$side]=$PROXY_PID; ADDR[$side]=$PROXY_ADDR
   ADMIN[$side]=$(grep -o '"admin":"[^"]*"' "$PROXY_LOG" | head -1 | cut -d'"' -f4)
