@@ -47,8 +47,13 @@ const HEAD_READ_BYTES: usize = 16 * 1024;
 /// Smallest remaining body that [`Body::splice_to`] moves: below it the pipe's two extra
 /// descriptors and the per-step kernel work cost more than the copies they save.
 pub const SPLICE_MIN_BYTES: u64 = 1 << 20;
-/// Bytes per splice step: a default pipe's capacity (16 pages).
+/// Bytes per splice step of the epoll path: a default pipe's capacity (16 pages).
 const PIPE_BYTES: u64 = 64 * 1024;
+/// The pipe of the io_uring readiness path (`splice.rs`), grown with `F_SETPIPE_SZ`: 512 KiB
+/// moved 1 GiB at 0.90x of Garage directly against 0.82x with the default 64 KiB (1 MiB: 0.90x,
+/// 4 MiB: 0.75x, as its pages fall out of cache; `perf/stream-1g.sh 3 5 4`, 2026-12-02). Kernel
+/// memory (page references) per active long stream, never user-space RSS.
+const READINESS_PIPE_BYTES: u64 = 512 * 1024;
 
 /// Which side of a spliced body failed.
 #[derive(Debug)]
@@ -538,9 +543,11 @@ impl Body<'_> {
     /// Move the rest of a [`Body::spliceable`] body to `dst` through a pipe with splice(2)
     /// (non-blocking `splice` on readiness: io_uring poll ops, see `splice.rs`, or the epoll
     /// driver's readiness): the bytes go socket -> pipe -> socket as page references inside the kernel and
-    /// never through a user-space buffer. Each step moves at most one pipe's worth (64 KiB) and
-    /// waits until the client took it before reading more from S3, so backpressure is what it
-    /// is with [`Body::read`]. `moved` counts the bytes the client received, also on error.
+    /// never through a user-space buffer. Under io_uring the pipe holds up to 512 KiB and S3's
+    /// bytes keep entering it while the client drains it, until it is full; under epoll each
+    /// step moves at most one default pipe (64 KiB) and waits until the client took it. Either
+    /// way S3 is read no faster than the client takes the bytes, plus one pipe, so
+    /// backpressure is what it is with [`Body::read`]. `moved` counts the bytes the client received, also on error.
     ///
     /// Errors: [`SpliceError::Upstream`] when S3 fails, stalls longer than `first_byte_timeout`
     /// or ends early; [`SpliceError::Client`] when the pipe cannot be made, the client socket
@@ -566,7 +573,7 @@ impl Body<'_> {
                 dst,
                 remaining,
                 moved,
-                PIPE_BYTES,
+                READINESS_PIPE_BYTES,
                 self.read_timeout,
                 send_timeout,
             )
