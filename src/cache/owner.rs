@@ -429,13 +429,17 @@ impl<V> Owners<V> {
 
     /// Serve the lookups and stores other cores send this core, until every sender is gone or
     /// the future is dropped. Run it with `ShardContext::spawn_service`, which ends it on this
-    /// core once the shard has drained; the inbox is then closed and queued lookups dropped,
-    /// which their askers (cores still draining) see as a busy owner: they fetch from S3
+    /// core once the shard has drained; the inbox is then closed and what was queued is
+    /// answered (a lookup: [`Answer::Miss`]; a store: its flight's followers get the entry).
+    /// Later lookups from cores still draining find the queue closed: they fetch from S3
     /// without a fill, so no request is lost. `before_each` runs before each message (the pipeline
     /// applies a config reload there, so an owner never answers for a bucket a reload
     /// changed).
     pub async fn serve(self: Rc<Self>, inbox: Inbox<OwnerMsg>, before_each: impl Fn()) {
-        let _close = CloseOnDrop(&inbox);
+        let _close = CloseOnDrop {
+            owners: &self,
+            inbox: &inbox,
+        };
         while let Some(msg) = inbox.recv().await {
             before_each();
             self.handle(msg).await;
@@ -527,13 +531,33 @@ impl<V> Owners<V> {
 
 /// Closes an owner's inbox when its serving task ends, so later lookups fail at once
 /// (`Busy`) instead of waiting [`REPLY_TIMEOUT`].
-struct CloseOnDrop<'a>(&'a Inbox<OwnerMsg>);
+/// Answers what was queued when it closes: a lookup gets [`Answer::Miss`] (its asker fetches
+/// from S3 without a fill), a store ends its flight (its followers get the entry), a removal
+/// is applied.
+struct CloseOnDrop<'a, V> {
+    owners: &'a Owners<V>,
+    inbox: &'a Inbox<OwnerMsg>,
+}
 
-impl Drop for CloseOnDrop<'_> {
+impl<V> Drop for CloseOnDrop<'_, V> {
     fn drop(&mut self) {
-        // Dropping the queued messages drops their reply senders: their askers see `Busy`,
-        // their stores are lost with the partition that would have held them.
-        drop(self.0.close());
+        for msg in self.inbox.close() {
+            match msg {
+                OwnerMsg::Lookup { reply, .. } => {
+                    let _ = reply.send(Answer::Miss);
+                }
+                OwnerMsg::Store {
+                    key,
+                    entry,
+                    ends_flight,
+                } => {
+                    if ends_flight {
+                        self.owners.end_pending(&key, true, entry);
+                    }
+                }
+                OwnerMsg::Remove { key } => self.owners.tiers.remove(&key),
+            }
+        }
     }
 }
 
