@@ -149,9 +149,15 @@ pub(super) async fn readiness_splice(
     let stalled = || SpliceError::Upstream(super::body_stalled());
     let send_timed_out = || SpliceError::Client(crate::http::io::send_timed_out());
     let mut in_pipe = 0usize;
+    // The kernel counts a pipe in slots (one per page or skb fragment), not bytes: with small
+    // fragments it is full well before `cap` bytes. `src_ready`: S3's socket was reported
+    // readable since the last splice from it; a splice that then still would block means the
+    // pipe is full (`pipe_full`) until the client takes some of it. Without that the loop
+    // would spin on a readable socket while a stopped client never trips `send_timeout`.
+    let (mut src_ready, mut pipe_full) = (false, false);
     while *remaining > 0 || in_pipe > 0 {
         let mut progressed = false;
-        if *remaining > 0 && in_pipe < cap {
+        if *remaining > 0 && in_pipe < cap && !pipe_full {
             let want = (*remaining).min((cap - in_pipe) as u64) as usize;
             match splice_once(src_fd, pipe_w, want).map_err(SpliceError::Upstream)? {
                 Some(0) => return Err(SpliceError::Upstream(super::body_ended_early())),
@@ -160,8 +166,9 @@ pub(super) async fn readiness_splice(
                     in_pipe += n;
                     progressed = true;
                 }
-                None => {}
+                None => pipe_full = src_ready && in_pipe > 0,
             }
+            src_ready = false;
         }
         if in_pipe > 0 {
             match splice_once(pipe_r, dst_fd, in_pipe).map_err(SpliceError::Client)? {
@@ -170,6 +177,7 @@ pub(super) async fn readiness_splice(
                     in_pipe -= w;
                     *moved += w as u64;
                     progressed = true;
+                    pipe_full = false;
                 }
                 None => {}
             }
@@ -178,7 +186,7 @@ pub(super) async fn readiness_splice(
             continue;
         }
         // Nothing moved: wait for a side that can.
-        let can_read = *remaining > 0 && in_pipe < cap;
+        let can_read = *remaining > 0 && in_pipe < cap && !pipe_full;
         if !can_read {
             monoio::time::timeout(send_timeout, dst.writable(false))
                 .await
@@ -189,10 +197,14 @@ pub(super) async fn readiness_splice(
                 .await
                 .map_err(|_| stalled())?
                 .map_err(SpliceError::Upstream)?;
+            src_ready = true;
         } else {
             let bound = read_timeout.min(send_timeout);
             monoio::select! {
-                r = src.readable(false) => r.map_err(SpliceError::Upstream)?,
+                r = src.readable(false) => {
+                    r.map_err(SpliceError::Upstream)?;
+                    src_ready = true;
+                }
                 w = dst.writable(false) => w.map_err(SpliceError::Client)?,
                 _ = monoio::time::sleep(bound) => {
                     return Err(if read_timeout <= send_timeout { stalled() } else { send_timed_out() });
