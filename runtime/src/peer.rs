@@ -23,9 +23,10 @@
 //!
 //! # Lifetime
 //!
-//! When an owner's [`Inbox`] is dropped (its shard exited), sends to it fail with
-//! [`PeerSendError::Closed`]; messages already queued are dropped with it, which drops any
-//! reply channel they carry (their senders then see the reply channel closed).
+//! An owner closes its queue with [`Inbox::close`] when it stops serving (its shard drained):
+//! later sends fail with [`PeerSendError::Closed`], and `close` hands back the messages
+//! already queued so the owner can answer them. Inboxes are clones of one receiver, so
+//! dropping one does not close the queue; closing any of them does.
 
 use std::sync::Arc;
 

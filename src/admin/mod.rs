@@ -388,12 +388,24 @@ impl AdminService {
     async fn purge(&self, scope: PurgeScope) -> Reply {
         let scope = Arc::new(scope);
         let job_scope = scope.clone();
-        match self
+        let l1_scope = scope.clone();
+        // Two phases: every owner partition, then every L1 (an L1 refilled between the phases
+        // from an owner not yet purged is emptied by the second).
+        let purged = match self
             .state
             .control
             .broadcast_async(move |shard: &Shard| shard.purge(&job_scope))
             .await
         {
+            Ok(per_shard) => self
+                .state
+                .control
+                .broadcast_async(move |shard: &Shard| shard.purge_l1(&l1_scope))
+                .await
+                .map(|_| per_shard),
+            Err(e) => Err(e),
+        };
+        match purged {
             Ok(per_shard) => {
                 let total: usize = per_shard.iter().sum();
                 let (bucket, key) = match &*scope {

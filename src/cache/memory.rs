@@ -137,7 +137,7 @@ impl MemoryShard {
     /// Returns `false` (and counts `cache_rejected`) when the entry's weight exceeds
     /// [`MemoryShard::max_entry_weight`]: quick_cache silently refuses such items, and any
     /// older entry for `key` is removed too (it no longer matches S3). Counts `inserts` and
-    /// every entry evicted to make room. Inserting the `Rc` already stored is a no-op.
+    /// every entry evicted to make room. Inserting the `Arc` already stored is a no-op.
     pub fn insert(&self, key: CacheKey, obj: Arc<CachedObject>) -> bool {
         // quick_cache reports rejected, replaced and evicted items alike through the lifecycle.
         // The rejected one is this very key object (its buffer address is unique while both are
@@ -375,7 +375,7 @@ mod tests {
             .is_none());
         assert_eq!(counts(&shard), (1, 0, 0));
         assert_gauges(&shard);
-        // Same Rc again: no-op. New Rc: replacement, not an eviction.
+        // Same Arc again: no-op. New Arc: replacement, not an eviction.
         assert!(shard.insert(k.clone(), o.clone()));
         let o2 = obj(200);
         assert!(shard.insert(k.clone(), o2.clone()));

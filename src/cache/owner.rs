@@ -200,7 +200,8 @@ impl<V> Lease<V> {
     }
 
     /// End the flight: insert `entry` on the owner and hand it to every follower. Whether the
-    /// owner's tiers admitted it (for a remote owner: whether it was sent).
+    /// owner's tiers admitted it (for a remote owner: whether there was an entry to send; the
+    /// owner decides its admission).
     pub fn complete(mut self, entry: Option<Arc<CachedObject>>) -> bool {
         self.end(entry)
     }
@@ -310,6 +311,7 @@ impl<V> Owners<V> {
         }
         m.cache_remote_lookups.inc();
         let started = Instant::now();
+        let l1_epoch = self.l1.epoch.get();
         let (reply, answer) = oneshot::channel();
         let msg = OwnerMsg::Lookup {
             key: key.to_key(),
@@ -331,7 +333,8 @@ impl<V> Owners<V> {
         m.cache_remote_lookup_duration.observe(started.elapsed());
         match answer {
             Answer::Found(obj) => {
-                if obj.is_fresh(SystemTime::now()) {
+                // An L1 purge since the lookup left may have been for this very entry.
+                if obj.is_fresh(SystemTime::now()) && self.l1.epoch.get() == l1_epoch {
                     self.l1.offer(key, &obj);
                 }
                 Lookup::Found(Found {
@@ -419,16 +422,21 @@ impl<V> Owners<V> {
         }
     }
 
-    /// Drop what `scope` names from this core's partition and its L1; how many partition
-    /// entries were dropped. Every core runs it (the admin purge broadcasts), so a purge is
-    /// exact on the node.
+    /// Drop what `scope` names from this core's partition; how many entries. The admin purge
+    /// runs it on every core, then [`Owners::purge_l1`] on every core: once no owner holds the
+    /// entry, no L1 can get it back, so the purge is exact on the node.
     pub fn purge(&self, scope: &PurgeScope) -> usize {
-        self.l1.purge(scope);
         self.tiers.purge(scope)
     }
 
-    /// Serve the lookups and stores other cores send this core, until every sender is gone or
-    /// the future is dropped. Run it with `ShardContext::spawn_service`, which ends it on this
+    /// Drop what `scope` names from this core's L1 (the second phase of a purge); how many
+    /// copies. An owner's answer already on its way when this runs is not admitted.
+    pub fn purge_l1(&self, scope: &PurgeScope) -> usize {
+        self.l1.purge(scope)
+    }
+
+    /// Serve the lookups and stores other cores send this core, until the future is dropped
+    /// (or every sender is gone). Run it with `ShardContext::spawn_service`, which ends it on this
     /// core once the shard has drained; the inbox is then closed and what was queued is
     /// answered (a lookup: [`Answer::Miss`]; a store: its flight's followers get the entry).
     /// Later lookups from cores still draining find the queue closed: they fetch from S3
@@ -571,6 +579,9 @@ impl<V> Drop for CloseOnDrop<'_, V> {
 pub struct L1 {
     memory: MemoryShard,
     seen: RefCell<quick_cache::unsync::Cache<u64, ()>>,
+    /// Purges so far: an owner's answer to a lookup sent before the latest purge is not
+    /// admitted (it may be the purged entry).
+    epoch: std::cell::Cell<u64>,
 }
 
 impl L1 {
@@ -581,6 +592,7 @@ impl L1 {
         L1 {
             memory: MemoryShard::new(capacity_bytes),
             seen: RefCell::new(quick_cache::unsync::Cache::new(remembered)),
+            epoch: std::cell::Cell::new(0),
         }
     }
 
@@ -616,8 +628,11 @@ impl L1 {
         self.memory.insert(key.to_key(), obj.clone())
     }
 
-    /// Drop what `scope` names; how many copies.
+    /// Drop what `scope` names, and forget which keys were seen (a purged key is admitted
+    /// again only after two fresh hits of the new entry); how many copies.
     pub fn purge(&self, scope: &PurgeScope) -> usize {
+        self.epoch.set(self.epoch.get() + 1);
+        self.seen.borrow_mut().clear();
         match scope {
             PurgeScope::All => self.memory.clear(),
             PurgeScope::Bucket(b) => self.memory.purge_bucket(b),
@@ -688,5 +703,8 @@ mod tests {
         assert!(Arc::ptr_eq(&l1.get(&key).expect("admitted"), &obj));
         assert_eq!(l1.purge(&PurgeScope::Object("b".into(), b"k".to_vec())), 1);
         assert!(l1.get(&key).is_none());
+        // A purge forgets what was seen: the next copy needs two fresh hits again.
+        assert!(!l1.offer(&key, &obj));
+        assert!(l1.offer(&key, &obj));
     }
 }

@@ -9,7 +9,10 @@
 //! Hot path: an owned key costs one tier lookup (memory: a hash probe and an `Arc` clone, no
 //! allocation); a key another core owns, an L1 probe and, without a fresh copy, one cross-core
 //! round trip (two allocations: the key and the reply channel). On a miss: the cache plan
-//! (key clone, TTL); a follower waits at most `first_byte_timeout_ms` for the leader.
+//! (key clone, TTL); a follower waits at most `first_byte_timeout_ms`: on the owner core for
+//! the leader's response head, on another core for the finished entry (so a fill slower than
+//! that leaves followers elsewhere to fetch for themselves; sharing a fill in progress across
+//! cores is not done).
 
 use std::rc::Rc;
 use std::sync::Arc;

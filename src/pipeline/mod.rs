@@ -203,7 +203,9 @@ impl CacheSync {
         for b in &old.1.config.buckets {
             let same = next.config.bucket(&b.name).is_some_and(|n| n.s3 == b.s3);
             if !same {
-                self.cache.purge(&PurgeScope::Bucket(b.name.clone()));
+                let scope = PurgeScope::Bucket(b.name.clone());
+                self.cache.purge(&scope);
+                self.cache.purge_l1(&scope);
             }
         }
     }
@@ -220,7 +222,12 @@ impl Shard {
         let memory_cfg = &local.prepared.config.cache.memory;
         // Each core's share of the node's budget: its owner partition plus its L1 copies.
         let share = memory_cfg.max_cache_size_mb * MIB / ctx.shard_count().max(1) as u64;
-        let l1_bytes = share * memory_cfg.l1_percent / 100;
+        // One shard owns every key: an L1 would hold nothing.
+        let l1_bytes = if ctx.shard_count() > 1 {
+            share * memory_cfg.l1_percent / 100
+        } else {
+            0
+        };
         let memory = MemoryShard::with_metrics(share - l1_bytes, metrics.clone());
         let (peers, inboxes) = services
             .owners
@@ -316,13 +323,19 @@ impl Shard {
 }
 
 impl Shard {
-    /// Remove the entries `scope` names from this core's partition and its L1; returns how
-    /// many partition entries. Runs on the shard (through the control mailbox, on every shard),
-    /// O(entries in the shard).
+    /// Remove the entries `scope` names from this core's partition; returns how many. Runs on
+    /// the shard (through the control mailbox, on every shard), O(entries in the shard). The
+    /// admin purge then runs [`Shard::purge_l1`] on every shard.
     pub fn purge(&self, scope: &PurgeScope) -> usize {
         let n = self.cache.purge(scope);
         tracing::info!(shard = self.ctx.index(), purged = n, scope = ?scope_name(scope), "cache purge");
         n
+    }
+
+    /// Remove the L1 copies `scope` names on this shard (the purge's second phase, once no
+    /// owner holds them); returns how many. O(copies in the L1).
+    pub fn purge_l1(&self, scope: &PurgeScope) -> usize {
+        self.cache.purge_l1(scope)
     }
 
     /// This shard's cache figures, for every bucket or only `bucket`. Runs on the shard;
