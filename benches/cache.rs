@@ -27,6 +27,10 @@ use yatagarasu::cache::{CacheKey, CachedObject, MemoryShard};
 
 #[path = "support/alloc.rs"]
 mod alloc;
+#[path = "support/zipf.rs"]
+mod zipf;
+
+use zipf::{XorShift, Zipf};
 
 const KIB: usize = 1024;
 const SIZES: [(&str, usize); 3] = [("1KiB", KIB), ("100KiB", 100 * KIB), ("1MiB", 1024 * KIB)];
@@ -106,57 +110,6 @@ fn bench_insert(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// xorshift64* (Vigna 2016): a small, seeded, deterministic generator.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf(s) over ranks 0..n by inverse-CDF lookup: P(rank k) proportional to 1 / (k + 1)^s.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(n);
-        let mut sum = 0.0;
-        for k in 1..=n {
-            sum += 1.0 / (k as f64).powf(s);
-            cdf.push(sum);
-        }
-        for p in &mut cdf {
-            *p /= sum;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut XorShift) -> usize {
-        let u = rng.next_f64();
-        self.cdf.partition_point(|&p| p < u).min(self.cdf.len() - 1)
-    }
-
-    /// Probability mass of the `k` most popular ranks: the hit ratio of an ideal static cache.
-    fn top_mass(&self, k: usize) -> f64 {
-        if k == 0 {
-            0.0
-        } else {
-            self.cdf[k.min(self.cdf.len()) - 1]
-        }
-    }
 }
 
 /// Hit ratio of a shard sized to `fraction` of the working set under Zipf(1.0) over 100k keys

@@ -33,6 +33,11 @@ use yatagarasu::cache::{CacheKey, CacheKeyRef, CachedObject, MemoryShard, Tiered
 use yatagarasu::metrics::BucketMetrics;
 use yatagarasu_runtime::Peers;
 
+#[path = "support/zipf.rs"]
+mod zipf;
+
+use zipf::{XorShift, Zipf};
+
 const KIB: usize = 1024;
 const BUCKET: &str = "bench";
 
@@ -228,47 +233,6 @@ fn own_core(c: &mut Criterion) {
             })
         })
     });
-}
-
-/// xorshift64* (Vigna 2016): a small, seeded, deterministic generator.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf(s) over ranks 0..n by inverse-CDF lookup.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(n);
-        let mut sum = 0.0;
-        for k in 1..=n {
-            sum += 1.0 / (k as f64).powf(s);
-            cdf.push(sum);
-        }
-        for p in &mut cdf {
-            *p /= sum;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut XorShift) -> usize {
-        let u = rng.next_f64();
-        self.cdf.partition_point(|&p| p < u).min(self.cdf.len() - 1)
-    }
 }
 
 /// Hit figures of one simulated node: (hit ratio, share of hits answered on the landing core,
