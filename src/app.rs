@@ -73,7 +73,23 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         metrics.clone(),
         cfg.buckets.iter().map(|b| b.name.clone()),
     ));
-    let services = Services::new(metrics.clone(), health.clone());
+    let mut services = Services::new(metrics.clone(), health.clone());
+    let shards = runtime::shard_count(&options).map_err(|e| e.to_string())?;
+    services.disk = crate::cache::disk::node::open(&cfg.cache.disk, shards)?.map(|node| {
+        for (i, s) in node.shards.iter().enumerate() {
+            tracing::info!(
+                shard = i,
+                entries = s.entries.len(),
+                scan_ms = s.scan_time.as_millis() as u64,
+                region_mib = s.geometry.region_bytes >> 20,
+                regions = s.geometry.regions,
+                direct_io = s.direct,
+                dir = %s.dir.display(),
+                "disk tier shard opened"
+            );
+        }
+        Arc::new(node)
+    });
     let prepared = Prepared::new(cfg).map_err(|errs| errs.join("\n"))?;
     let snapshot = runtime::Snapshot::new(prepared);
     metrics

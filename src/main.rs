@@ -44,6 +44,12 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        if cfg.cache.disk.enabled {
+            if let Err(e) = yatagarasu::cache::disk::node::check_dir(&cfg.cache.disk.cache_dir) {
+                eprintln!("{}: invalid config:\n{e}", args.config.display());
+                return ExitCode::from(1);
+            }
+        }
         println!(
             "{}: ok ({} buckets)",
             args.config.display(),

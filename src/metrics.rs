@@ -197,6 +197,47 @@ pub struct BucketMetrics {
     pub cache_items: Gauge,
     /// Bytes held in the memory layer (entry weights: body, headers, key).
     pub cache_bytes: Gauge,
+    /// The disk layer's share of this bucket's cache series ([`LayerCounters`]).
+    pub disk: LayerCounters,
+}
+
+/// Per-bucket counters of one lower cache layer (disk): exported with `layer="disk"` in the
+/// same families as the memory layer's.
+#[derive(Debug, Default)]
+pub struct LayerCounters {
+    /// Responses answered from this layer.
+    pub hits: Counter,
+    /// Lookups that reached this layer and found nothing usable.
+    pub misses: Counter,
+    /// Entries written to this layer.
+    pub inserts: Counter,
+    /// Entries pushed out by capacity.
+    pub evictions: Counter,
+    /// Entries held.
+    pub items: Gauge,
+    /// Bytes held (record lengths on disk).
+    pub bytes: Gauge,
+}
+
+/// One shard's disk-tier health counters (not per bucket: a disk error is the disk's).
+#[derive(Debug, Default)]
+pub struct DiskMetrics {
+    /// Whether this shard has a disk tier (the `layer="disk"` series are exported only then).
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Writes that failed (ENOSPC, EIO, EROFS...).
+    pub write_errors: Counter,
+    /// Reads that failed (EIO, short file, pool full).
+    pub read_errors: Counter,
+    /// Records or blocks whose checksum did not verify (treated as a miss and dropped).
+    pub checksum_failures: Counter,
+    /// Fills not written because the write-behind queue was full.
+    pub queue_drops: Counter,
+    /// Bytes read from the data files (hits, Range reads, revalidation rewrites).
+    pub read_bytes: Counter,
+    /// Bytes written to the data files.
+    pub write_bytes: Counter,
+    /// Capacity of this shard's data file, bytes.
+    pub capacity_bytes: Gauge,
 }
 
 impl BucketMetrics {
@@ -527,6 +568,8 @@ pub struct ShardMetrics {
     pub connections: Gauge,
     /// Connections accepted so far.
     pub connections_accepted: Counter,
+    /// This shard's disk-tier counters.
+    pub disk: DiskMetrics,
     /// Copy-on-write: readers (the shard, the scraper) load without a lock; a new bucket
     /// replaces the map (once per bucket name and shard).
     buckets: ArcSwap<BTreeMap<String, Arc<BucketMetrics>>>,
@@ -545,6 +588,7 @@ impl ShardMetrics {
             cpu,
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
+            disk: DiskMetrics::default(),
             buckets: ArcSwap::from_pointee(BTreeMap::new()),
         }
     }
@@ -811,6 +855,8 @@ struct BucketSums {
     remote_lookup_duration: HistogramSnapshot,
     cache_items: i64,
     cache_bytes: i64,
+    /// Disk layer: hits, misses, evictions, inserts, items, bytes.
+    disk: [i64; 6],
 }
 
 impl Default for BucketSums {
@@ -826,6 +872,7 @@ impl Default for BucketSums {
             remote_lookup_duration: HistogramSnapshot::default(),
             cache_items: 0,
             cache_bytes: 0,
+            disk: [0; 6],
         }
     }
 }
@@ -855,6 +902,18 @@ impl Collector for Scrape {
                     .add_into(&mut acc.remote_lookup_duration);
                 acc.cache_items += b.cache_items.get();
                 acc.cache_bytes += b.cache_bytes.get();
+                let d = &b.disk;
+                let disk = [
+                    d.hits.get() as i64,
+                    d.misses.get() as i64,
+                    d.evictions.get() as i64,
+                    d.inserts.get() as i64,
+                    d.items.get(),
+                    d.bytes.get(),
+                ];
+                for (a, v) in acc.disk.iter_mut().zip(disk) {
+                    *a += v;
+                }
             }
         }
 
@@ -868,6 +927,7 @@ impl Collector for Scrape {
         let mut items = Vec::new();
         let mut sizes = Vec::new();
         let mut remote_durations = Vec::new();
+        let disk_enabled = shards.iter().any(|s| s.disk.enabled.load(Relaxed));
         for (name, s) in &sums {
             for (mi, row) in s.requests.iter().enumerate() {
                 for (ci, v) in row.iter().enumerate() {
@@ -903,6 +963,15 @@ impl Collector for Scrape {
             }
             items.push((layer.clone(), s.cache_items));
             sizes.push((layer, s.cache_bytes));
+            if disk_enabled {
+                let layer = vec![("bucket", name.as_str()), ("layer", "disk")];
+                // Same families as the memory layer: hits, misses, evictions, inserts.
+                for (family, v) in [0usize, 1, 3, 4].into_iter().zip(s.disk) {
+                    cache[family].push((layer.clone(), v.max(0) as u64));
+                }
+                items.push((layer.clone(), s.disk[4]));
+                sizes.push((layer, s.disk[5]));
+            }
             remote_durations.push((b.clone(), s.remote_lookup_duration));
         }
         counter(
@@ -964,6 +1033,70 @@ impl Collector for Scrape {
         )?;
 
         let shard_ids: Vec<String> = shards.iter().map(|s| s.shard.to_string()).collect();
+        if disk_enabled {
+            type DiskReader = fn(&DiskMetrics) -> i64;
+            let families: [(&str, &str, DiskReader); 6] = [
+                (
+                    "cache_disk_write_errors",
+                    "Disk-tier writes that failed (ENOSPC, EIO, EROFS), by shard.",
+                    |d| d.write_errors.get() as i64,
+                ),
+                (
+                    "cache_disk_read_errors",
+                    "Disk-tier reads that failed, by shard.",
+                    |d| d.read_errors.get() as i64,
+                ),
+                (
+                    "cache_disk_checksum_failures",
+                    "Disk records or blocks that did not verify (served as misses), by shard.",
+                    |d| d.checksum_failures.get() as i64,
+                ),
+                (
+                    "cache_disk_queue_drops",
+                    "Fills not written to disk because the write-behind queue was full, by shard.",
+                    |d| d.queue_drops.get() as i64,
+                ),
+                (
+                    "cache_disk_read_bytes",
+                    "Bytes read from the disk tier's data files, by shard.",
+                    |d| d.read_bytes.get() as i64,
+                ),
+                (
+                    "cache_disk_write_bytes",
+                    "Bytes written to the disk tier's data files, by shard.",
+                    |d| d.write_bytes.get() as i64,
+                ),
+            ];
+            for (name, help, read) in families {
+                let series: Vec<(Labels<'_>, u64)> = shards
+                    .iter()
+                    .zip(&shard_ids)
+                    .map(|(s, id)| {
+                        (
+                            vec![("shard", id.as_str()), ("layer", "disk")],
+                            read(&s.disk).max(0) as u64,
+                        )
+                    })
+                    .collect();
+                counter(&mut enc, name, help, &series)?;
+            }
+            let caps: Vec<(Labels<'_>, i64)> = shards
+                .iter()
+                .zip(&shard_ids)
+                .map(|(s, id)| {
+                    (
+                        vec![("shard", id.as_str()), ("layer", "disk")],
+                        s.disk.capacity_bytes.get(),
+                    )
+                })
+                .collect();
+            gauge(
+                &mut enc,
+                "cache_capacity_bytes",
+                "Capacity of a lower cache layer on a shard, bytes.",
+                &caps,
+            )?;
+        }
         let cpus: Vec<String> = shards
             .iter()
             .map(|s| s.cpu.map_or_else(|| "none".to_owned(), |c| c.to_string()))

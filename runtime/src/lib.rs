@@ -244,6 +244,27 @@ fn validate(opts: &Options) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// The shard layout `opts` gives on this machine (the calling thread's CPU mask, as
+/// [`start`] reads it), and that mask. Call it on the main thread before pinning anything.
+fn plan_for(opts: &Options) -> Result<(ShardPlan, Option<Vec<usize>>), RuntimeError> {
+    let mask: Option<Vec<usize>> =
+        core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect());
+    let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+    let plan = resolve_shards(
+        &opts.shards,
+        &opts.cpu_affinity,
+        mask.as_deref(),
+        parallelism,
+    )?;
+    Ok((plan, mask))
+}
+
+/// How many shards [`start`] will run for `opts` on this machine (what state sized per shard
+/// before the start, such as the disk tier's directories, needs). Main thread only.
+pub fn shard_count(opts: &Options) -> Result<usize, RuntimeError> {
+    Ok(plan_for(opts)?.0.cpus.len())
+}
+
 /// Starts the shards and returns once every one is ready.
 ///
 /// `make_state` runs once on each shard thread, after pinning and runtime build, inside
@@ -268,15 +289,7 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     validate(&opts)?;
-    let mask: Option<Vec<usize>> =
-        core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect());
-    let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
-    let plan = resolve_shards(
-        &opts.shards,
-        &opts.cpu_affinity,
-        mask.as_deref(),
-        parallelism,
-    )?;
+    let (plan, mask) = plan_for(&opts)?;
     let count = plan.cpus.len();
     if plan.oversubscribed {
         tracing::warn!(

@@ -8,7 +8,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+use super::disk::DiskBody;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Response headers kept in an entry and replayed on a hit, in the order the proxy writes them
@@ -206,6 +210,11 @@ pub struct CachedObject {
     pub stored_at: SystemTime,
     /// End of freshness: fresh while `now < expires_at`, then stale (revalidate before use).
     pub expires_at: SystemTime,
+    /// Set on an entry the disk tier answered without reading its body (HEAD, Range,
+    /// conditionals, bodies over the memory item limit): `body` is then empty and the body is
+    /// read from disk in verified chunks as it is sent ([`crate::cache::disk::DiskReader`]).
+    /// Such an entry is never put in the memory tier or an L1.
+    pub disk: Option<Arc<DiskBody>>,
 }
 
 impl CachedObject {
@@ -233,6 +242,7 @@ impl CachedObject {
             last_modified,
             stored_at: now,
             expires_at: expiry(now, ttl),
+            disk: None,
         }
     }
 
@@ -263,7 +273,22 @@ impl CachedObject {
             headers: stored,
             stored_at: now,
             expires_at: expiry(now, ttl),
+            disk: None,
         }
+    }
+
+    /// The body length, bytes: the in-memory body's, or the disk body's for an entry served
+    /// from disk ([`CachedObject::disk`]).
+    pub fn len(&self) -> u64 {
+        match &self.disk {
+            Some(d) => d.body_len,
+            None => self.body.len() as u64,
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Bytes this entry costs in memory: body + every stored header (name, value and its slot) +
@@ -315,6 +340,7 @@ impl CachedObject {
             last_modified: self.last_modified,
             stored_at: now,
             expires_at: expiry(now, ttl),
+            disk: self.disk.clone(),
         }
     }
 
@@ -366,6 +392,7 @@ impl CachedObject {
             headers: merged,
             stored_at: now,
             expires_at: expiry(now, ttl),
+            disk: self.disk.clone(),
         })
     }
 }

@@ -318,6 +318,7 @@ mod tests {
             last_modified: None,
             stored_at: SystemTime::UNIX_EPOCH,
             expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(60),
+            disk: None,
         })
     }
 

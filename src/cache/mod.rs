@@ -42,6 +42,7 @@
 //! (~20 us on loopback, DESIGN section 3).
 
 pub mod conditional;
+pub mod disk;
 pub mod entry;
 pub mod memory;
 pub mod outcome;
@@ -57,5 +58,5 @@ pub use entry::{storable_ttl, CacheKey, CacheKeyRef, CachedObject, STORED_HEADER
 pub use memory::MemoryShard;
 pub use outcome::CacheOutcome;
 pub use single_flight::{Flight, LeaderGuard, SingleFlight, Waiter};
-pub use tier::{PurgeScope, Tier};
+pub use tier::{PurgeScope, Read, Tier};
 pub use tiered::Tiered;

@@ -117,7 +117,7 @@ pub enum OwnerMsg {
 /// The owner's answer to [`OwnerMsg::Lookup`].
 pub enum Answer {
     /// The owner's entry, fresh or stale with an ETag (the asker checks freshness).
-    Found(Arc<CachedObject>),
+    Found(Arc<CachedObject>, &'static str),
     /// Nobody fetches the key: the asker leads. Dropping the token unused ends the flight.
     Lead(LeadToken),
     /// Another core fetches the key: the finished entry (or `None`) arrives here.
@@ -275,6 +275,17 @@ impl<V> Owners<V> {
         self.tiers.memory_capacity()
     }
 
+    /// Largest body any tier stores, bytes, for a bucket whose memory item limit is
+    /// `memory_limit` ([`Tiered::max_item`]).
+    pub fn max_item(&self, memory_limit: u64) -> u64 {
+        self.tiers.max_item(memory_limit)
+    }
+
+    /// This core's disk partition, if the disk tier is on.
+    pub fn disk(&self) -> Option<&Rc<super::disk::DiskTier>> {
+        self.tiers.disk()
+    }
+
     /// The L1's capacity on this core, bytes.
     pub fn l1_capacity(&self) -> u64 {
         self.l1.memory.capacity()
@@ -332,15 +343,12 @@ impl<V> Owners<V> {
         };
         m.cache_remote_lookup_duration.observe(started.elapsed());
         match answer {
-            Answer::Found(obj) => {
+            Answer::Found(obj, tier) => {
                 // An L1 purge since the lookup left may have been for this very entry.
                 if obj.is_fresh(SystemTime::now()) && self.l1.epoch.get() == l1_epoch {
                     self.l1.offer(key, &obj);
                 }
-                Lookup::Found(Found {
-                    obj,
-                    tier: "memory",
-                })
+                Lookup::Found(Found { obj, tier })
             }
             Answer::Lead(token) => Lookup::Lead(Lease {
                 owners: self.clone(),
@@ -355,7 +363,7 @@ impl<V> Owners<V> {
 
     /// [`Owners::lookup`] for a key this core owns.
     async fn lookup_owned(self: &Rc<Self>, key: &CacheKeyRef<'_>, lead: bool) -> Lookup<V> {
-        if let Some(found) = self.usable(key).await {
+        if let Some(found) = self.usable(key, lead).await {
             return Lookup::Found(found);
         }
         if !lead {
@@ -382,8 +390,8 @@ impl<V> Owners<V> {
 
     /// The partition's entry for `key` if it can serve (fresh) or be revalidated (stale with
     /// an ETag); a stale entry without one is dropped.
-    async fn usable(&self, key: &CacheKeyRef<'_>) -> Option<Found> {
-        let found = self.tiers.lookup(key).await?;
+    async fn usable(&self, key: &CacheKeyRef<'_>, whole: bool) -> Option<Found> {
+        let found = self.tiers.lookup(key, whole).await?;
         if found.obj.etag.is_some() || found.obj.is_fresh(SystemTime::now()) {
             return Some(found);
         }
@@ -443,14 +451,24 @@ impl<V> Owners<V> {
     /// without a fill, so no request is lost. `before_each` runs before each message (the pipeline
     /// applies a config reload there, so an owner never answers for a bucket a reload
     /// changed).
-    pub async fn serve(self: Rc<Self>, inbox: Inbox<OwnerMsg>, before_each: impl Fn()) {
+    pub async fn serve(self: Rc<Self>, inbox: Inbox<OwnerMsg>, before_each: impl Fn())
+    where
+        V: 'static,
+    {
         let _close = CloseOnDrop {
             owners: &self,
             inbox: &inbox,
         };
         while let Some(msg) = inbox.recv().await {
             before_each();
-            self.handle(msg).await;
+            match msg {
+                // A disk read takes tens of microseconds: answer lookups concurrently.
+                OwnerMsg::Lookup { .. } if self.tiers.disk().is_some() => {
+                    let owners = self.clone();
+                    monoio::spawn(async move { owners.handle(msg).await });
+                }
+                msg => self.handle(msg).await,
+            }
         }
     }
 
@@ -483,8 +501,8 @@ impl<V> Owners<V> {
 
     /// The answer to another core's lookup of `key` (a key this core owns).
     async fn answer(&self, key: &CacheKey, lead: bool) -> Answer {
-        if let Some(found) = self.usable(&key.as_ref_key()).await {
-            return Answer::Found(found.obj);
+        if let Some(found) = self.usable(&key.as_ref_key(), lead).await {
+            return Answer::Found(found.obj, found.tier);
         }
         if !lead {
             return Answer::Miss;
@@ -612,7 +630,10 @@ impl L1 {
     /// A fresh entry the owner returned for `key`: admitted when the key was seen recently;
     /// whether it was.
     pub fn offer(&self, key: &CacheKeyRef<'_>, obj: &Arc<CachedObject>) -> bool {
-        if self.memory.capacity() == 0 || obj.weight() > self.memory.max_entry_weight() {
+        if self.memory.capacity() == 0
+            || obj.disk.is_some()
+            || obj.weight() > self.memory.max_entry_weight()
+        {
             return false;
         }
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(

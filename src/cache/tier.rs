@@ -1,4 +1,4 @@
-//! The cache-tier seam: the contract every tier (memory today; disk and Redis next) implements, written on the [`Tier`] trait, and the purge scopes tiers
+//! The cache-tier seam: the contract every tier (memory and disk today; Redis next) implements, written on the [`Tier`] trait, and the purge scopes tiers
 //! answer. The pipeline never calls a tier directly: it goes through [`super::Tiered`], which
 //! orders them, promotes hits and fills them.
 //!
@@ -10,8 +10,8 @@
 //! # What a tier guarantees
 //!
 //! A *tier* is one place an object can be kept: a core's partition of the memory tier
-//! ([`MemoryShard`](super::MemoryShard)), its partition of the io_uring disk tier and the
-//! shared Redis tier (both to come). Every tier, present and future, guarantees the following;
+//! ([`MemoryShard`](super::MemoryShard)), its partition of the io_uring disk tier
+//! ([`DiskTier`]) and the shared Redis tier (to come). Every tier, present and future, guarantees the following;
 //! the pipeline relies on nothing else.
 //!
 //! 1. **An entry is a complete 200 response to a GET.** Its body is the whole representation and
@@ -53,11 +53,12 @@
 //! | tier | `get` | `insert` |
 //! |---|---|---|
 //! | memory | ~17 ns, 0 allocations | ~180 ns, 0 allocations (1 if 2+ evicted) |
-//! | disk (to come) | one io_uring read, ~10-100 us | queued write behind the client's stream |
+//! | disk | one io_uring read, ~10-100 us (`benches/disk.rs`) | queued write behind the client's stream |
 //! | Redis (to come) | one round trip, ~20 us on loopback, bounded by `timeout_ms` | queued, drops counted |
 
 use std::sync::Arc;
 
+use super::disk::DiskTier;
 use super::entry::{CacheKey, CacheKeyRef, CachedObject};
 use super::memory::MemoryShard;
 
@@ -72,6 +73,17 @@ pub enum PurgeScope {
     Object(String, Vec<u8>),
 }
 
+/// How much of an entry a lookup wants from a tier that keeps bodies outside memory (disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The whole body when it is at most this many bytes (a plain GET, whose entry is then
+    /// promoted to memory), else as [`Read::Headers`].
+    Whole(u64),
+    /// Headers and validators only: the body is read in chunks as it is sent
+    /// ([`CachedObject::disk`]); HEAD, Range and conditional requests.
+    Headers,
+}
+
 /// One place objects are kept on a core (see the module doc for the contract).
 #[allow(async_fn_in_trait)] // single-threaded by design: tiers live on one core, `!Send`.
 pub trait Tier {
@@ -84,7 +96,9 @@ pub trait Tier {
 
     /// The entry for `key`, fresh or stale (the caller checks freshness), or `None` (absent,
     /// or the tier failed: a failure is counted and logged by the tier, never returned).
-    async fn get(&self, key: &CacheKeyRef<'_>) -> Option<Arc<CachedObject>>;
+    /// `read` says how much of a body kept outside memory to read now ([`Read`]); a memory
+    /// tier ignores it.
+    async fn get(&self, key: &CacheKeyRef<'_>, read: Read) -> Option<Arc<CachedObject>>;
 
     /// Offer a complete entry; whether the tier admitted it. Never blocks the core: a slow tier
     /// queues the write (bounded) and may drop it.
@@ -106,7 +120,7 @@ impl Tier for MemoryShard {
         MemoryShard::capacity(self)
     }
 
-    async fn get(&self, key: &CacheKeyRef<'_>) -> Option<Arc<CachedObject>> {
+    async fn get(&self, key: &CacheKeyRef<'_>, _read: Read) -> Option<Arc<CachedObject>> {
         MemoryShard::get(self, key)
     }
 
@@ -124,5 +138,34 @@ impl Tier for MemoryShard {
             PurgeScope::Bucket(b) => self.purge_bucket(b),
             PurgeScope::Object(b, k) => self.purge_object(b, k),
         }
+    }
+}
+
+impl Tier for DiskTier {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn capacity(&self) -> u64 {
+        DiskTier::capacity(self)
+    }
+
+    async fn get(&self, key: &CacheKeyRef<'_>, read: Read) -> Option<Arc<CachedObject>> {
+        match read {
+            Read::Whole(up_to) => DiskTier::get(self, key, true, up_to).await,
+            Read::Headers => DiskTier::get(self, key, false, 0).await,
+        }
+    }
+
+    fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool {
+        DiskTier::insert(self, key, obj)
+    }
+
+    fn remove(&self, key: &CacheKey) {
+        DiskTier::remove(self, key);
+    }
+
+    fn purge(&self, scope: &PurgeScope) -> usize {
+        DiskTier::purge(self, scope)
     }
 }

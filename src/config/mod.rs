@@ -211,12 +211,13 @@ pub const RESTART_ONLY_KEYS: [&str; 5] = [
 
 /// Keys a reload accepts but that take effect only at the next restart (they size or open
 /// per-core state built at startup). Compared by [`Config::startup_only_changes`].
-pub const STARTUP_ONLY_KEYS: [&str; 8] = [
+pub const STARTUP_ONLY_KEYS: [&str; 9] = [
     "cache.memory.max_cache_size_mb",
     "cache.memory.l1_percent",
     "cache.disk.enabled",
     "cache.disk.cache_dir",
     "cache.disk.max_disk_cache_size_mb",
+    "cache.disk.max_item_size_mb",
     "cache.redis.enabled",
     "cache.redis.url",
     "logging.format",
@@ -254,6 +255,7 @@ impl Config {
             a.disk.enabled != b.disk.enabled,
             a.disk.cache_dir != b.disk.cache_dir,
             a.disk.max_disk_cache_size_mb != b.disk.max_disk_cache_size_mb,
+            a.disk.max_item_size_mb != b.disk.max_item_size_mb,
             a.redis.enabled != b.redis.enabled,
             a.redis.url != b.redis.url,
             self.logging.format != new.logging.format,
@@ -607,6 +609,8 @@ pub struct DiskCacheConfig {
     pub cache_dir: PathBuf,
     /// Total disk cache size, MiB (> 0 when enabled). Default 10240.
     pub max_disk_cache_size_mb: u64,
+    /// Largest object stored on disk, MiB (> 0). Default 1024.
+    pub max_item_size_mb: u64,
 }
 
 /// `cache.redis`.

@@ -631,11 +631,13 @@ impl Decode for DiskCacheConfig {
         let enabled = f.or(d, "enabled", false);
         let cache_dir = f.or(d, "cache_dir", PathBuf::from("/var/cache/yatagarasu"));
         let max_disk_cache_size_mb = f.pos(d, "max_disk_cache_size_mb", 10_240u64);
+        let max_item_size_mb = f.pos(d, "max_item_size_mb", 1024u64);
         f.finish(d);
         Some(DiskCacheConfig {
             enabled: enabled?,
             cache_dir: cache_dir?,
             max_disk_cache_size_mb: max_disk_cache_size_mb?,
+            max_item_size_mb: max_item_size_mb?,
         })
     }
 }

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use http::Method;
 
+use crate::cache::disk::{DiskBody, DiskReader, READ_CHUNK_BYTES};
 use crate::cache::{evaluate, select_range, CacheOutcome, CachedObject, Precondition, RangeResult};
 
 use crate::http::range::content_range_unsatisfied;
@@ -35,10 +36,18 @@ pub struct Served {
     pub keep_alive: bool,
 }
 
+/// A disk-backed entry whose first body bytes could not be read or did not verify: nothing was
+/// written to the client; serve the request as a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
 /// Answer `head` from `obj`. `outcome` says how (a hit, a revalidated entry, or `STALE` when
 /// S3 could not be reached to revalidate). `policy` is the bucket's: field casing,
 /// `Cache-Control: private`, CORS ([`EdgePolicy`]). `Age` follows the Age rule of
-/// [`super::headers`].
+/// [`super::headers`]. An entry whose body is on disk ([`CachedObject::disk`]) streams from
+/// `disk` in verified chunks; its first chunk is read before anything is written, so a bad
+/// disk is [`Unreadable`] (a miss), and a later bad chunk ends the connection short.
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are distinct and named
 pub async fn serve(
     head: &RequestHead,
     conn: &mut Conn,
@@ -47,9 +56,24 @@ pub async fn serve(
     obj: &CachedObject,
     outcome: CacheOutcome,
     policy: &EdgePolicy<'_>,
-) -> Served {
-    let len = obj.body.len() as u64;
+    disk: Option<&DiskReader>,
+) -> Result<Served, Unreadable> {
+    let len = obj.len();
     let (status, slice) = decide(head, obj);
+    let sends_body = head.method != Method::HEAD && matches!(status, 200 | 206) && len > 0;
+    // A disk body: read (and verify) its first chunk before any byte goes out.
+    let on_disk = match (&obj.disk, slice, disk) {
+        (Some(body), Some((first, last)), Some(reader)) if sends_body => {
+            let want = ((last - first + 1) as usize).min(READ_CHUNK_BYTES);
+            let chunk = reader
+                .read_chunk(body, first, want)
+                .await
+                .map_err(|_| Unreadable)?;
+            Some((reader, body, chunk))
+        }
+        (Some(_), _, None) if sends_body => return Err(Unreadable),
+        _ => None,
+    };
     let error_body = match status {
         412 => Some(crate::error::json_body(
             412,
@@ -81,18 +105,63 @@ pub async fn serve(
         }
         _ => Body::None,
     };
-    let (ok, sent) = write(conn, obj, body).await;
-    Served {
+    let (ok, sent) = match (on_disk, body) {
+        (Some((reader, disk_body, chunk)), Body::Slice(first, last)) => {
+            write_from_disk(conn, reader, disk_body, chunk, first as u64, last as u64).await
+        }
+        (_, body) => write(conn, obj, body).await,
+    };
+    Ok(Served {
         status,
         bytes: sent,
         keep_alive: ok && conn.keep_alive,
+    })
+}
+
+/// Write the head in `conn.wbuf` with `first_chunk` (body bytes from `first`), then the rest
+/// of `first..=last` from disk, one verified chunk at a time as the client takes them
+/// (constant memory: one chunk per connection). A chunk that cannot be read or verified ends
+/// the connection short of its `Content-Length`, never with a wrong byte.
+async fn write_from_disk(
+    conn: &mut Conn,
+    reader: &DiskReader,
+    body: &DiskBody,
+    first_chunk: bytes::Bytes,
+    first: u64,
+    last: u64,
+) -> (bool, u64) {
+    let mut at = first + first_chunk.len() as u64;
+    let mut sent = first_chunk.len() as u64;
+    if conn.flush_with_body(first_chunk).await.is_err() {
+        return (false, 0);
     }
+    // The head went out with the first chunk; `flush_with_body` keeps it in `wbuf`.
+    conn.wbuf.clear();
+    while at <= last {
+        let want = ((last - at + 1) as usize).min(READ_CHUNK_BYTES);
+        let chunk = match reader.read_chunk(body, at, want).await {
+            Ok(c) if !c.is_empty() => c,
+            _ => {
+                tracing::warn!(
+                    at,
+                    "disk body unreadable mid-response; closing the connection"
+                );
+                return (false, sent);
+            }
+        };
+        at += chunk.len() as u64;
+        sent += chunk.len() as u64;
+        if conn.flush_with_body(chunk).await.is_err() {
+            return (false, sent);
+        }
+    }
+    (true, sent)
 }
 
 /// The status of the answer and the body slice `(first, last)` it sends: conditionals first
 /// (RFC 9110 section 13.2.2), then Range (section 14.2).
 fn decide(head: &RequestHead, obj: &CachedObject) -> (u16, Option<(u64, u64)>) {
-    let len = obj.body.len() as u64;
+    let len = obj.len();
     match evaluate(&head.headers, obj.etag.as_ref(), obj.last_modified) {
         Precondition::NotModified => (304, None),
         Precondition::Failed => (412, None),
@@ -127,7 +196,7 @@ fn other_head(
     policy: &EdgePolicy<'_>,
 ) {
     let status = answer.status;
-    let len = obj.body.len() as u64;
+    let len = obj.len();
     let mut h = ResponseHead::new(&mut conn.wbuf, status);
     h.header("Date", &dates.now());
     for (name, value) in &obj.headers {

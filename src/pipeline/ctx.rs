@@ -52,6 +52,10 @@ impl<'l> RequestCtx<'l> {
             CacheOutcome::None => {}
             CacheOutcome::Bypass => self.metrics.cache_bypasses.inc(),
             CacheOutcome::Miss { .. } => self.metrics.cache_misses.inc(),
+            CacheOutcome::Hit { tier: "disk" } => {
+                self.metrics.disk.hits.inc();
+                self.metrics.cache_hit_bytes.add(body_bytes);
+            }
             _ => {
                 self.metrics.cache_hits.inc();
                 self.metrics.cache_hit_bytes.add(body_bytes);

@@ -170,6 +170,15 @@ pub async fn lookup(
     }
 }
 
+/// The cache key of `object`: (bucket name, object key, versionId).
+pub fn key_of(object: &ObjectRoute<'_, '_>) -> CacheKey {
+    CacheKey::new(
+        &object.bucket.name,
+        &object.key,
+        object.version_id.as_deref(),
+    )
+}
+
 /// The cache plan of `object` (its bucket caches; the shard has memory).
 fn cache_plan(local: &Local, shard: &Shard, object: &ObjectRoute<'_, '_>) -> CachePlan {
     let cfg = &local.prepared.config;
@@ -183,9 +192,9 @@ fn cache_plan(local: &Local, shard: &Shard, object: &ObjectRoute<'_, '_>) -> Cac
         .max_item_size_mb
         .unwrap_or(cfg.cache.memory.max_item_size_mb);
     CachePlan {
-        key: CacheKey::new(&bucket.name, &object.key, object.version_id.as_deref()),
+        key: key_of(object),
         ttl: Duration::from_secs(ttl),
-        max_item_bytes: (max_item_mb * MIB).min(shard.cache.memory_capacity()),
+        max_item_bytes: shard.cache.max_item(max_item_mb * MIB),
     }
 }
 

@@ -49,6 +49,8 @@ use yatagarasu_runtime::{Inbox, Peers, ShardContext, Snapshot};
 
 use crate::admin::health::Health;
 use crate::auth::TokenCache;
+use crate::cache::disk::node::DiskNode;
+use crate::cache::disk::{DiskReader, DiskTier};
 use crate::cache::memory::MemoryShard;
 use crate::cache::owner::{OwnerMsg, Owners, L1};
 use crate::cache::stats::{BucketCacheStats, ShardCacheStats};
@@ -149,6 +151,8 @@ pub struct Shard {
     cache_sync: Rc<CacheSync>,
     /// Verified tokens, so a reused token costs no RSA/ECDSA verification.
     tokens: TokenCache,
+    /// This core's handles on every shard's disk file (`None`: no disk tier).
+    disk_reader: Option<Rc<DiskReader>>,
     ctx: ShardContext,
     /// This shard's counters (read by the scraper on the admin thread).
     metrics: Arc<ShardMetrics>,
@@ -166,6 +170,8 @@ pub struct Services {
     pub health: Arc<Health>,
     /// The queues between cores, made by the first shard that starts (it knows the count).
     pub owners: Arc<std::sync::OnceLock<OwnerQueues>>,
+    /// The disk tier, opened and scanned before the shards start (`None`: off).
+    pub disk: Option<Arc<DiskNode>>,
 }
 
 /// Every core's queue of the key-owned cache: the senders, and one inbox per shard.
@@ -178,6 +184,7 @@ impl Services {
             metrics,
             health,
             owners: Arc::default(),
+            disk: None,
         }
     }
 }
@@ -211,6 +218,46 @@ impl CacheSync {
     }
 }
 
+/// This core's tiers: its memory partition and, with the disk tier on, its disk partition (its
+/// writer task spawned) and its handles on every shard's data file. A core whose file handles
+/// cannot be made runs without a disk tier (logged).
+fn tiers_of(
+    ctx: &ShardContext,
+    services: &Services,
+    memory: MemoryShard,
+    memory_cfg: &crate::config::MemoryCacheConfig,
+    metrics: &Arc<ShardMetrics>,
+) -> (Tiered, Option<Rc<DiskReader>>) {
+    let Some(node) = &services.disk else {
+        return (Tiered::new(memory), None);
+    };
+    let files: Vec<Arc<std::fs::File>> = node.shards.iter().map(|s| s.file.clone()).collect();
+    let uring = ctx.driver() == yatagarasu_runtime::Driver::IoUring;
+    let reader = match DiskReader::new(&files, uring, metrics.clone()) {
+        Ok(r) => Rc::new(r),
+        Err(e) => {
+            tracing::error!(shard = ctx.index(), error = %e, "cannot open the disk tier's files on this shard; it runs without a disk tier");
+            return (Tiered::new(memory), None);
+        }
+    };
+    let Some(seed) = node.shards.get(ctx.index()) else {
+        return (Tiered::new(memory), None);
+    };
+    let disk = Rc::new(DiskTier::new(
+        ctx.index(),
+        seed,
+        node.max_item_bytes,
+        reader.clone(),
+        metrics.clone(),
+    ));
+    ctx.spawn_service(disk.clone().run_writer());
+    let memory_item_max = memory_cfg.max_item_size_mb * MIB;
+    (
+        Tiered::with_disk(memory, disk, memory_item_max),
+        Some(reader),
+    )
+}
+
 impl Shard {
     /// Build the state of the shard described by `ctx` from the shared `snapshot`.
     pub fn new(snapshot: Snapshot<Prepared>, ctx: ShardContext, services: &Services) -> Shard {
@@ -232,12 +279,8 @@ impl Shard {
         let (peers, inboxes) = services
             .owners
             .get_or_init(|| Peers::new(ctx.shard_count(), crate::cache::owner::QUEUE_CAPACITY));
-        let cache = Owners::new(
-            ctx.index(),
-            peers.clone(),
-            Tiered::new(memory),
-            L1::new(l1_bytes),
-        );
+        let (tiers, disk_reader) = tiers_of(&ctx, services, memory, memory_cfg, &metrics);
+        let cache = Owners::new(ctx.index(), peers.clone(), tiers, L1::new(l1_bytes));
         let cache_sync = Rc::new(CacheSync {
             snapshot: snapshot.clone(),
             applied: RefCell::new((local.generation, local.prepared.clone())),
@@ -257,6 +300,7 @@ impl Shard {
             cache,
             cache_sync,
             tokens: TokenCache::new(TOKEN_CACHE_ENTRIES),
+            disk_reader,
             ctx,
             metrics,
             health: services.health.clone(),
@@ -297,14 +341,18 @@ impl Shard {
         let fetched = match lookup::lookup(self, local, head, &object, cx).await {
             Lookup::Fresh(found) => {
                 let outcome = crate::cache::CacheOutcome::Hit { tier: found.tier };
-                return Ok(respond::cached(self, head, conn, &found.obj, outcome, cx).await);
+                return self
+                    .answer_cached(local, head, conn, &object, &found.obj, outcome, cx)
+                    .await;
             }
             Lookup::Follow(growing) => {
                 return Ok(respond::collapsed(self, head, conn, &growing, cx).await)
             }
             Lookup::Filled(obj) => {
                 let outcome = crate::cache::CacheOutcome::Collapsed;
-                return Ok(respond::cached(self, head, conn, &obj, outcome, cx).await);
+                return self
+                    .answer_cached(local, head, conn, &object, &obj, outcome, cx)
+                    .await;
             }
             Lookup::Stale(obj, plan) => {
                 fetch::revalidate(self, local, &object, obj, plan, cx).await?
@@ -313,10 +361,41 @@ impl Shard {
         };
         match fetched {
             fetch::Fetched::Cached(obj, outcome) => {
-                Ok(respond::cached(self, head, conn, &obj, outcome, cx).await)
+                self.answer_cached(local, head, conn, &object, &obj, outcome, cx)
+                    .await
             }
             fetch::Fetched::Origin(resp, miss) => {
                 respond::origin(self, head, conn, resp, miss, cx).await
+            }
+        }
+    }
+
+    /// Answer from `obj`. An entry whose body is on disk and cannot be read (nothing was sent
+    /// yet) is dropped and the request fetched from S3 as a miss that fills nothing.
+    #[allow(clippy::too_many_arguments)] // the phases' shared arguments, plus the entry
+    async fn answer_cached<'l>(
+        &self,
+        local: &'l Local,
+        head: &RequestHead,
+        conn: &mut Conn,
+        object: &route::ObjectRoute<'_, '_>,
+        obj: &crate::cache::CachedObject,
+        outcome: crate::cache::CacheOutcome,
+        cx: &mut RequestCtx<'l>,
+    ) -> Result<Summary, ProxyError> {
+        if let Ok(summary) = respond::cached(self, head, conn, obj, outcome, cx).await {
+            return Ok(summary);
+        }
+        self.cache.remove(&lookup::key_of(object));
+        let miss = lookup::Miss::plain(crate::cache::CacheOutcome::Miss { stored: false });
+        match fetch::fetch(self, local, head, object, miss, cx).await? {
+            fetch::Fetched::Origin(resp, miss) => {
+                respond::origin(self, head, conn, resp, miss, cx).await
+            }
+            fetch::Fetched::Cached(obj, outcome) => {
+                respond::cached(self, head, conn, &obj, outcome, cx)
+                    .await
+                    .map_err(|_| ProxyError::internal("the cached object cannot be read"))
             }
         }
     }

@@ -42,7 +42,8 @@ fn pass_through() -> impl Iterator<Item = &'static str> {
 }
 
 /// Answer from a cache entry with `outcome` (HIT, revalidated, STALE, or BYPASS for an entry
-/// served once that may no longer be kept) and count it.
+/// served once that may no longer be kept) and count it. [`cached::Unreadable`]: the entry's
+/// body is on disk and its first chunk could not be read; nothing was written (serve a miss).
 pub async fn cached(
     shard: &Shard,
     head: &RequestHead,
@@ -50,7 +51,7 @@ pub async fn cached(
     obj: &CachedObject,
     outcome: CacheOutcome,
     cx: &mut RequestCtx<'_>,
-) -> Summary {
+) -> Result<Summary, cached::Unreadable> {
     let served = cached::serve(
         head,
         conn,
@@ -59,14 +60,15 @@ pub async fn cached(
         obj,
         outcome,
         &cx.policy,
+        shard.disk_reader.as_deref(),
     )
-    .await;
+    .await?;
     cx.count_outcome(outcome, served.bytes);
-    Summary {
+    Ok(Summary {
         status: served.status,
         bytes: served.bytes,
         keep_alive: served.keep_alive,
-    }
+    })
 }
 
 /// Answer a follower of a fill: from the complete entry when the fill already ended, else 200
@@ -80,7 +82,10 @@ pub async fn collapsed(
     cx: &mut RequestCtx<'_>,
 ) -> Summary {
     if let Some(obj) = growing.complete() {
-        return cached(shard, head, conn, &obj, CacheOutcome::Collapsed, cx).await;
+        // A fill's entry has its body in memory: never `Unreadable`.
+        if let Ok(summary) = cached(shard, head, conn, &obj, CacheOutcome::Collapsed, cx).await {
+            return summary;
+        }
     }
     let mut reader = growing.reader();
     cached::stored_head(

@@ -1,0 +1,472 @@
+//! The on-disk format of a disk shard: region headers and records (entries and purge
+//! tombstones), each checked by XXH3-64 checksums over its header and over every 64 KiB block
+//! of its body. Pure functions over byte slices: no I/O, `Send`, fuzzable.
+//!
+//! Cost: encoding copies the body once into an aligned buffer and hashes it (XXH3 ~20 GB/s);
+//! decoding a header is one bincode pass over ~200-500 bytes of metadata; verifying a block is
+//! one XXH3 pass over it. Hot path of disk hits (decode + verify) and of disk fills (encode).
+//!
+//! # Layout (little endian)
+//!
+//! A region starts with one [`ALIGN`]-byte region header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `YATAREG1` |
+//! | 8..16 | region generation (bumped each time the region is reused) |
+//! | 16..24 | region index |
+//! | 24..32 | XXH3-64 of bytes 0..24 |
+//!
+//! Records follow it, each starting at an [`ALIGN`]-aligned offset:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `YATADSK1` |
+//! | 8..16 | sequence number (per shard, increasing: later records win) |
+//! | 16..24 | the region generation the record was written in |
+//! | 24..32 | record length, bytes (a multiple of [`ALIGN`]) |
+//! | 32..40 | body length, bytes |
+//! | 40..44 | metadata length, bytes |
+//! | 44..48 | body blocks (`ceil(body / BLOCK)`) |
+//! | 48..52 | body offset from the record start |
+//! | 52 | kind: 0 entry, 1 tombstone |
+//! | 56..64 | XXH3-64 of bytes 0..56, the metadata and the block table |
+//! | 64.. | metadata (bincode 2, standard config), then one XXH3-64 per body block, then the body |
+//!
+//! A record is valid only if its magic, header checksum and region generation match; a body
+//! block is served only if its checksum matches. So a torn write, a record of the region's
+//! previous use, a flipped byte or a truncated file is a miss, never a wrong byte.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+pub use super::aligned::{align_up, AlignedBuf, ALIGN};
+use crate::cache::{CacheKey, CachedObject, PurgeScope};
+
+/// Body bytes covered by one checksum, bytes. A Range read verifies whole blocks, so it reads
+/// at most one block more than asked on each side.
+pub const BLOCK: usize = 64 * 1024;
+
+/// Bytes of the fixed part of a record header.
+pub const FIXED_BYTES: usize = 64;
+
+const RECORD_MAGIC: [u8; 8] = *b"YATADSK1";
+const REGION_MAGIC: [u8; 8] = *b"YATAREG1";
+
+/// What a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A cached response.
+    Entry,
+    /// A purge: every older entry it names is gone.
+    Tombstone,
+}
+
+/// The fixed part of a record header, as read (checksum not yet verified).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fixed {
+    /// Sequence number.
+    pub seq: u64,
+    /// Region generation when written.
+    pub region_gen: u64,
+    /// Whole record, bytes (multiple of [`ALIGN`]).
+    pub record_len: u64,
+    /// Body, bytes.
+    pub body_len: u64,
+    /// Metadata, bytes.
+    pub meta_len: u32,
+    /// Body blocks.
+    pub blocks: u32,
+    /// Where the body starts, from the record start.
+    pub body_offset: u32,
+    /// Entry or tombstone.
+    pub kind: Kind,
+}
+
+/// Stored metadata of an entry: its key and the response it replays.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Config bucket name.
+    pub bucket: String,
+    /// Object key bytes.
+    pub key: Vec<u8>,
+    /// versionId, if any.
+    pub version_id: Option<String>,
+    /// Pass-through headers, in stored order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// `stored_at`, nanoseconds since the Unix epoch.
+    pub stored_at_ns: u64,
+    /// `expires_at`, nanoseconds since the Unix epoch.
+    pub expires_at_ns: u64,
+}
+
+/// What a tombstone purged.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum TombScope {
+    /// Everything.
+    All,
+    /// One config bucket.
+    Bucket(String),
+    /// Every version of one object key of one bucket.
+    Object(String, Vec<u8>),
+}
+
+impl From<&PurgeScope> for TombScope {
+    fn from(s: &PurgeScope) -> Self {
+        match s {
+            PurgeScope::All => TombScope::All,
+            PurgeScope::Bucket(b) => TombScope::Bucket(b.clone()),
+            PurgeScope::Object(b, k) => TombScope::Object(b.clone(), k.clone()),
+        }
+    }
+}
+
+impl TombScope {
+    /// Whether the purge covers `key`.
+    pub fn covers(&self, key: &CacheKey) -> bool {
+        match self {
+            TombScope::All => true,
+            TombScope::Bucket(b) => key.bucket_bytes() == b.as_bytes(),
+            TombScope::Object(b, k) => key.bucket_bytes() == b.as_bytes() && key.key() == &k[..],
+        }
+    }
+}
+
+/// A record's decoded, checksum-verified header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// The fixed part.
+    pub fixed: Fixed,
+    /// Entry metadata (kind Entry) or the purge (kind Tombstone).
+    pub meta: Meta,
+    /// One XXH3-64 per body block.
+    pub table: Vec<u64>,
+}
+
+/// The metadata of either kind of record.
+#[derive(Debug, Clone)]
+pub enum Meta {
+    /// An entry.
+    Entry(EntryMeta),
+    /// A tombstone.
+    Tombstone(TombScope),
+}
+
+/// Why a header or block did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Corrupt {
+    /// No record here (wrong magic: never written, or overwritten).
+    #[error("no record magic")]
+    NoRecord,
+    /// The buffer ends before the header does (read more).
+    #[error("header longer than the bytes read")]
+    Short,
+    /// A checksum, a length or the metadata does not verify.
+    #[error("checksum or length mismatch")]
+    Checksum,
+}
+
+fn ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+/// `SystemTime` from nanoseconds since the epoch.
+pub fn from_ns(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(n)
+}
+
+fn bincode_cfg() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// The region header of region `index` at generation `gen` (one [`ALIGN`]-byte buffer).
+pub fn encode_region_header(gen: u64, index: u64) -> AlignedBuf {
+    let mut buf = AlignedBuf::zeroed(ALIGN);
+    let b = buf.as_mut_full();
+    b[0..8].copy_from_slice(&REGION_MAGIC);
+    b[8..16].copy_from_slice(&gen.to_le_bytes());
+    b[16..24].copy_from_slice(&index.to_le_bytes());
+    let sum = xxh3_64(&b[0..24]);
+    b[24..32].copy_from_slice(&sum.to_le_bytes());
+    buf.set_len(ALIGN);
+    buf
+}
+
+/// The generation in a region header for region `index`, or `None` (never written, torn,
+/// another region's).
+pub fn decode_region_header(b: &[u8], index: u64) -> Option<u64> {
+    if b.len() < 32 || b[0..8] != REGION_MAGIC {
+        return None;
+    }
+    let sum = u64::from_le_bytes(b[24..32].try_into().ok()?);
+    if sum != xxh3_64(&b[0..24]) || u64::from_le_bytes(b[16..24].try_into().ok()?) != index {
+        return None;
+    }
+    Some(u64::from_le_bytes(b[8..16].try_into().ok()?))
+}
+
+/// Bytes an entry for `key` and `obj` takes on disk (what [`encode_entry`] allocates).
+pub fn entry_record_len(key: &CacheKey, obj: &CachedObject) -> usize {
+    let meta = meta_of(key, obj);
+    let meta_len = bincode::serde::encode_to_vec(&meta, bincode_cfg())
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let body = obj.body.len();
+    align_up(FIXED_BYTES + meta_len + 8 * body.div_ceil(BLOCK) + body)
+}
+
+fn meta_of(key: &CacheKey, obj: &CachedObject) -> EntryMeta {
+    EntryMeta {
+        bucket: key.bucket().to_owned(),
+        key: key.key().to_vec(),
+        version_id: key.version_id().map(str::to_owned),
+        headers: obj
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        stored_at_ns: ns(obj.stored_at),
+        expires_at_ns: ns(obj.expires_at),
+    }
+}
+
+/// The record of entry (`key`, `obj`) with sequence `seq` in a region at generation `gen`: one
+/// aligned buffer of the whole record (its length is the record length).
+pub fn encode_entry(seq: u64, gen: u64, key: &CacheKey, obj: &CachedObject) -> AlignedBuf {
+    let meta = bincode::serde::encode_to_vec(meta_of(key, obj), bincode_cfg()).unwrap_or_default();
+    encode(seq, gen, Kind::Entry, &meta, &obj.body)
+}
+
+/// The tombstone record of `scope` with sequence `seq` at region generation `gen`.
+pub fn encode_tombstone(seq: u64, gen: u64, scope: &TombScope) -> AlignedBuf {
+    let meta = bincode::serde::encode_to_vec(scope, bincode_cfg()).unwrap_or_default();
+    encode(seq, gen, Kind::Tombstone, &meta, &[])
+}
+
+fn encode(seq: u64, gen: u64, kind: Kind, meta: &[u8], body: &[u8]) -> AlignedBuf {
+    let blocks = body.len().div_ceil(BLOCK);
+    let body_offset = FIXED_BYTES + meta.len() + 8 * blocks;
+    let record_len = align_up(body_offset + body.len());
+    let mut buf = AlignedBuf::zeroed(record_len);
+    let b = buf.as_mut_full();
+    b[0..8].copy_from_slice(&RECORD_MAGIC);
+    b[8..16].copy_from_slice(&seq.to_le_bytes());
+    b[16..24].copy_from_slice(&gen.to_le_bytes());
+    b[24..32].copy_from_slice(&(record_len as u64).to_le_bytes());
+    b[32..40].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    b[40..44].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+    b[44..48].copy_from_slice(&(blocks as u32).to_le_bytes());
+    b[48..52].copy_from_slice(&(body_offset as u32).to_le_bytes());
+    b[52] = match kind {
+        Kind::Entry => 0,
+        Kind::Tombstone => 1,
+    };
+    b[FIXED_BYTES..FIXED_BYTES + meta.len()].copy_from_slice(meta);
+    let table_at = FIXED_BYTES + meta.len();
+    for (i, chunk) in body.chunks(BLOCK).enumerate() {
+        let at = table_at + 8 * i;
+        b[at..at + 8].copy_from_slice(&xxh3_64(chunk).to_le_bytes());
+    }
+    b[body_offset..body_offset + body.len()].copy_from_slice(body);
+    let sum = header_sum(b, body_offset);
+    b[56..64].copy_from_slice(&sum.to_le_bytes());
+    buf.set_len(record_len);
+    buf
+}
+
+fn header_sum(b: &[u8], body_offset: usize) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&b[0..56]);
+    h.update(&b[FIXED_BYTES..body_offset]);
+    h.digest()
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]))
+}
+
+/// The fixed part of the record at the start of `b`, if it has the magic and sane lengths
+/// (its checksum is checked by [`decode_header`]).
+pub fn peek_fixed(b: &[u8]) -> Result<Fixed, Corrupt> {
+    if b.len() < FIXED_BYTES {
+        return Err(Corrupt::Short);
+    }
+    if b[0..8] != RECORD_MAGIC {
+        return Err(Corrupt::NoRecord);
+    }
+    let f = Fixed {
+        seq: u64_at(b, 8),
+        region_gen: u64_at(b, 16),
+        record_len: u64_at(b, 24),
+        body_len: u64_at(b, 32),
+        meta_len: u32_at(b, 40),
+        blocks: u32_at(b, 44),
+        body_offset: u32_at(b, 48),
+        kind: match b[52] {
+            0 => Kind::Entry,
+            1 => Kind::Tombstone,
+            _ => return Err(Corrupt::Checksum),
+        },
+    };
+    let header = FIXED_BYTES as u64 + f.meta_len as u64 + 8 * f.blocks as u64;
+    let sane = f.body_offset as u64 == header
+        && f.blocks as u64 == f.body_len.div_ceil(BLOCK as u64)
+        && f.record_len == align_up((header + f.body_len) as usize) as u64
+        && f.record_len.is_multiple_of(ALIGN as u64);
+    if !sane {
+        return Err(Corrupt::Checksum);
+    }
+    Ok(f)
+}
+
+/// Decode and verify the header of the record at the start of `b` (`b` must reach the body
+/// offset: else [`Corrupt::Short`], read more and retry).
+pub fn decode_header(b: &[u8]) -> Result<Header, Corrupt> {
+    let fixed = peek_fixed(b)?;
+    let body_offset = fixed.body_offset as usize;
+    if b.len() < body_offset {
+        return Err(Corrupt::Short);
+    }
+    if u64_at(b, 56) != header_sum(b, body_offset) {
+        return Err(Corrupt::Checksum);
+    }
+    let meta_bytes = &b[FIXED_BYTES..FIXED_BYTES + fixed.meta_len as usize];
+    let meta = match fixed.kind {
+        Kind::Entry => Meta::Entry(
+            bincode::serde::decode_from_slice(meta_bytes, bincode_cfg())
+                .map_err(|_| Corrupt::Checksum)?
+                .0,
+        ),
+        Kind::Tombstone => Meta::Tombstone(
+            bincode::serde::decode_from_slice(meta_bytes, bincode_cfg())
+                .map_err(|_| Corrupt::Checksum)?
+                .0,
+        ),
+    };
+    let table_at = FIXED_BYTES + fixed.meta_len as usize;
+    let table = (0..fixed.blocks as usize)
+        .map(|i| u64_at(b, table_at + 8 * i))
+        .collect();
+    Ok(Header { fixed, meta, table })
+}
+
+/// Whether body blocks `first_block..` laid out in `data` (whole blocks, the last one possibly
+/// short at the body's end) match `table`.
+pub fn verify_blocks(table: &[u64], first_block: usize, data: &[u8]) -> bool {
+    data.chunks(BLOCK)
+        .enumerate()
+        .all(|(i, chunk)| table.get(first_block + i) == Some(&xxh3_64(chunk)))
+}
+
+impl EntryMeta {
+    /// The cache key this entry is stored under.
+    pub fn cache_key(&self) -> CacheKey {
+        CacheKey::new(&self.bucket, &self.key, self.version_id.as_deref())
+    }
+
+    /// The entry as served: stored headers (a header that no longer parses makes the whole
+    /// entry unusable: `None`), `body` as given (the whole body, or empty for an entry served
+    /// from disk in chunks).
+    pub fn to_object(&self, body: Bytes) -> Option<CachedObject> {
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (n, v) in &self.headers {
+            let name = HeaderName::from_bytes(n.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(v).ok()?;
+            headers.push((name, value));
+        }
+        let mut obj = CachedObject::new(body, headers, from_ns(self.stored_at_ns), Duration::ZERO);
+        obj.expires_at = from_ns(self.expires_at_ns);
+        Some(obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> (CacheKey, CachedObject) {
+        let body: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let headers = vec![
+            (http::header::ETAG, HeaderValue::from_static("\"abc\"")),
+            (
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("image/png"),
+            ),
+        ];
+        let now = SystemTime::now();
+        (
+            CacheKey::new("media", b"a/b c.png", Some("v1")),
+            CachedObject::new(body.into(), headers, now, Duration::from_secs(60)),
+        )
+    }
+
+    #[test]
+    fn an_entry_round_trips_and_every_block_verifies() {
+        for len in [0, 1, 4096, BLOCK, BLOCK + 1, 3 * BLOCK + 17] {
+            let (key, obj) = sample(len);
+            let buf = encode_entry(7, 3, &key, &obj);
+            assert_eq!(buf.len(), entry_record_len(&key, &obj));
+            let h = decode_header(buf.as_ref()).expect("decodes");
+            assert_eq!((h.fixed.seq, h.fixed.region_gen), (7, 3));
+            assert_eq!(h.fixed.body_len, len as u64);
+            let Meta::Entry(m) = h.meta else {
+                panic!("entry")
+            };
+            assert_eq!(m.cache_key(), key);
+            let off = h.fixed.body_offset as usize;
+            let body = &buf.as_ref()[off..off + len];
+            assert_eq!(body, &obj.body[..]);
+            assert!(verify_blocks(&h.table, 0, body));
+            let back = m.to_object(Bytes::copy_from_slice(body)).expect("object");
+            assert_eq!(back.etag, obj.etag);
+            assert_eq!(back.headers, obj.headers);
+            assert_eq!(ns(back.expires_at), ns(obj.expires_at));
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let (key, obj) = sample(BLOCK + 100);
+        let clean = encode_entry(1, 1, &key, &obj);
+        let off = decode_header(clean.as_ref()).unwrap().fixed.body_offset as usize;
+        let end = off + obj.body.len();
+        // Every byte of the header and a stride of the body.
+        let positions = (0..off).chain((off..end).step_by(97));
+        for at in positions {
+            let mut bad = AlignedBuf::zeroed(clean.len());
+            bad.as_mut_full()[..clean.len()].copy_from_slice(clean.as_ref());
+            bad.set_len(clean.len());
+            bad.as_mut_full()[at] ^= 0x20;
+            let ok = match decode_header(bad.as_ref()) {
+                Err(_) => false,
+                Ok(h) => verify_blocks(&h.table, 0, &bad.as_ref()[off..end]),
+            };
+            assert!(!ok, "flip at {at} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn a_truncated_header_is_short_and_a_tombstone_round_trips() {
+        let t = encode_tombstone(9, 2, &TombScope::Object("b".into(), b"k".to_vec()));
+        assert_eq!(
+            decode_header(&t.as_ref()[..40]).unwrap_err(),
+            Corrupt::Short
+        );
+        let h = decode_header(t.as_ref()).unwrap();
+        assert_eq!(h.fixed.kind, Kind::Tombstone);
+        assert!(matches!(h.meta, Meta::Tombstone(TombScope::Object(..))));
+        let r = encode_region_header(5, 3);
+        assert_eq!(decode_region_header(r.as_ref(), 3), Some(5));
+        assert_eq!(decode_region_header(r.as_ref(), 4), None);
+    }
+}
