@@ -453,7 +453,8 @@ fn shards_unavailable(e: impl std::fmt::Display) -> Reply {
     ))
 }
 
-/// Totals over shards plus the per-shard detail.
+/// Totals over shards (memory; `disk` when the disk tier is on, else null) plus the
+/// per-shard detail.
 fn stats_json(bucket: Option<&str>, shards: &[ShardCacheStats]) -> String {
     #[derive(Serialize, Default)]
     struct Totals {
@@ -467,8 +468,21 @@ fn stats_json(bucket: Option<&str>, shards: &[ShardCacheStats]) -> String {
         inserts: u64,
     }
     let mut t = Totals::default();
+    let mut disk: Option<Totals> = None;
     for s in shards {
         t.capacity_bytes += s.capacity_bytes;
+        if let Some(cap) = s.disk_capacity_bytes {
+            disk.get_or_insert_with(Totals::default).capacity_bytes += cap;
+        }
+        for l in s.buckets.iter().filter_map(|b| b.disk.as_ref()) {
+            let d = disk.get_or_insert_with(Totals::default);
+            d.items += l.items;
+            d.bytes += l.bytes;
+            d.hits += l.hits;
+            d.misses += l.misses;
+            d.evictions += l.evictions;
+            d.inserts += l.inserts;
+        }
         for b in &s.buckets {
             t.items += b.items;
             t.bytes += b.bytes;
@@ -483,6 +497,7 @@ fn stats_json(bucket: Option<&str>, shards: &[ShardCacheStats]) -> String {
         "bucket": bucket,
         "layer": "memory",
         "totals": t,
+        "disk": disk,
         "shards": shards,
     })
     .to_string()

@@ -1,4 +1,4 @@
-//! The cache figures of one shard that `GET /admin/cache/stats` reports, built on the shard
+//! The cache figures (memory, and disk when on) of one shard that `GET /admin/cache/stats` reports, built on the shard
 //! (through the control mailbox) from its own counters.
 //!
 //! Not on the hot path: built on request, O(buckets).
@@ -16,6 +16,9 @@ pub struct ShardCacheStats {
     pub l1_capacity_bytes: u64,
     /// Copies held in the L1 (not counted in the rows below).
     pub l1_items: u64,
+    /// The shard's disk partition (data file capacity), bytes; absent without a disk tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_capacity_bytes: Option<u64>,
     /// Per config bucket (only the requested one when filtered), sorted by name.
     pub buckets: Vec<BucketCacheStats>,
 }
@@ -38,5 +41,26 @@ pub struct BucketCacheStats {
     /// Entries evicted by capacity.
     pub evictions: u64,
     /// Entries admitted.
+    pub inserts: u64,
+    /// The disk layer's figures for this bucket on this shard; absent without a disk tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<LayerStats>,
+}
+
+/// One lower layer's figures (disk) for one bucket on one shard; counters are totals since
+/// start.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LayerStats {
+    /// Entries held.
+    pub items: u64,
+    /// Bytes held (record lengths on disk).
+    pub bytes: u64,
+    /// Responses answered from this layer.
+    pub hits: u64,
+    /// Lookups that reached this layer and found nothing usable.
+    pub misses: u64,
+    /// Entries pushed out by capacity.
+    pub evictions: u64,
+    /// Entries written.
     pub inserts: u64,
 }

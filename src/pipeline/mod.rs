@@ -53,7 +53,7 @@ use crate::cache::disk::node::DiskNode;
 use crate::cache::disk::{DiskReader, DiskTier};
 use crate::cache::memory::MemoryShard;
 use crate::cache::owner::{OwnerMsg, Owners, L1};
-use crate::cache::stats::{BucketCacheStats, ShardCacheStats};
+use crate::cache::stats::{BucketCacheStats, LayerStats, ShardCacheStats};
 use crate::cache::{PurgeScope, Tiered};
 use crate::error::ProxyError;
 use crate::http::request::RequestHead;
@@ -420,6 +420,7 @@ impl Shard {
     /// This shard's cache figures, for every bucket or only `bucket`. Runs on the shard;
     /// O(buckets).
     pub fn cache_stats(&self, bucket: Option<&str>) -> ShardCacheStats {
+        let disk = self.cache.disk();
         let buckets = self
             .metrics
             .buckets()
@@ -436,6 +437,14 @@ impl Shard {
                 bypasses: m.cache_bypasses.get(),
                 evictions: m.cache_evictions.get(),
                 inserts: m.cache_inserts.get(),
+                disk: disk.map(|_| LayerStats {
+                    items: m.disk.items.get().max(0) as u64,
+                    bytes: m.disk.bytes.get().max(0) as u64,
+                    hits: m.disk.hits.get(),
+                    misses: m.disk.misses.get(),
+                    evictions: m.disk.evictions.get(),
+                    inserts: m.disk.inserts.get(),
+                }),
             })
             .collect();
         ShardCacheStats {
@@ -443,6 +452,7 @@ impl Shard {
             capacity_bytes: self.cache.memory_capacity(),
             l1_capacity_bytes: self.cache.l1_capacity(),
             l1_items: self.cache.l1_len() as u64,
+            disk_capacity_bytes: disk.map(|d| d.capacity()),
             buckets,
         }
     }
