@@ -38,8 +38,9 @@
 //! | [`storable_ttl`] | one pass over `Cache-Control` | 0 |
 //! | [`SingleFlight::begin`] | one or two hash probes; a leader allocates its slot and key | 1-2 |
 //!
-//! The disk tier will cost one io_uring read per hit (~10-100 us); Redis one round trip
-//! (~20 us on loopback, DESIGN section 3).
+//! The disk tier ([`disk`]) costs one io_uring read per hit (~10-100 us, `benches/disk.rs`) and
+//! one queued write per fill; Redis will cost one round trip (~20 us on loopback, DESIGN
+//! section 3).
 
 pub mod conditional;
 pub mod disk;
