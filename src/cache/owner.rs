@@ -281,6 +281,12 @@ impl<V> Owners<V> {
         self.tiers.max_item(memory_limit)
     }
 
+    /// Largest body the memory tier takes, bytes (`u64::MAX` without a disk tier: then the
+    /// plan's limit alone decides).
+    pub fn memory_item_max(&self) -> u64 {
+        self.tiers.memory_item_max()
+    }
+
     /// This core's disk partition, if the disk tier is on.
     pub fn disk(&self) -> Option<&Rc<super::disk::DiskTier>> {
         self.tiers.disk()

@@ -67,6 +67,12 @@ impl Tiered {
         self.memory.capacity()
     }
 
+    /// Largest body the memory tier takes when a disk tier is below it, bytes (`u64::MAX`
+    /// without one).
+    pub fn memory_item_max(&self) -> u64 {
+        self.memory_item_max
+    }
+
     /// The disk tier, if any.
     pub fn disk(&self) -> Option<&Rc<DiskTier>> {
         self.disk.as_ref()

@@ -153,6 +153,9 @@ pub struct Shard {
     tokens: TokenCache,
     /// This core's handles on every shard's disk file (`None`: no disk tier).
     disk_reader: Option<Rc<DiskReader>>,
+    /// Bytes of disk-only fills being assembled in memory on this core
+    /// (`respond::DISK_STAGING_BYTES` at most).
+    disk_staging: Rc<std::cell::Cell<u64>>,
     ctx: ShardContext,
     /// This shard's counters (read by the scraper on the admin thread).
     metrics: Arc<ShardMetrics>,
@@ -301,6 +304,7 @@ impl Shard {
             cache_sync,
             tokens: TokenCache::new(TOKEN_CACHE_ENTRIES),
             disk_reader,
+            disk_staging: Rc::default(),
             ctx,
             metrics,
             health: services.health.clone(),

@@ -117,6 +117,38 @@ struct Filling {
     len: u64,
     ttl: std::time::Duration,
     fill: Fill,
+    /// Held while a disk-only body is assembled in memory.
+    _staging: Option<Staging>,
+}
+
+/// Bytes of disk-only fills (bodies over the memory tier's item limit) one core assembles in
+/// memory at once; a fill that would exceed it streams through unstored.
+pub const DISK_STAGING_BYTES: u64 = 128 << 20;
+
+/// A reservation of `len` bytes of a core's disk staging budget, released on drop.
+struct Staging {
+    budget: Rc<std::cell::Cell<u64>>,
+    len: u64,
+}
+
+impl Staging {
+    /// Reserve `len` bytes of `budget` (bytes in use), if they fit [`DISK_STAGING_BYTES`].
+    fn reserve(budget: &Rc<std::cell::Cell<u64>>, len: u64) -> Option<Staging> {
+        let used = budget.get();
+        (used + len <= DISK_STAGING_BYTES).then(|| {
+            budget.set(used + len);
+            Staging {
+                budget: budget.clone(),
+                len,
+            }
+        })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.budget.set(self.budget.get() - self.len);
+    }
 }
 
 /// How the body goes to the client (RFC 9112 section 6).
@@ -158,10 +190,19 @@ pub async fn origin(
     let fill = miss.fill.and_then(|f| {
         let ttl = storable_ttl(status, !is_head, &resp.headers, f.ttl)?;
         let len = body_len?;
-        (status == 200 && !is_head && len <= f.max_item_bytes).then_some(Filling {
+        let fits = status == 200 && !is_head && len <= f.max_item_bytes;
+        // A body only the disk tier will keep is still assembled in memory first: bounded per
+        // core by DISK_STAGING_BYTES (over it, the response streams through unstored).
+        let staging = if fits && len > shard.cache.memory_item_max() {
+            Some(Staging::reserve(&shard.disk_staging, len)?)
+        } else {
+            None
+        };
+        fits.then_some(Filling {
             len,
             ttl,
             fill: f,
+            _staging: staging,
         })
     });
     let outcome = match (&fill, miss.outcome) {

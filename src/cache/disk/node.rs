@@ -220,16 +220,25 @@ pub fn open(cfg: &DiskCacheConfig, shards: usize) -> Result<Option<DiskNode>, St
     }))
 }
 
+/// The shard count `n` in a directory name `shard-<i>-of-<n>`, if it is one.
+fn shard_count_of(name: &str) -> Option<usize> {
+    let (i, n) = name.strip_prefix("shard-")?.split_once("-of-")?;
+    i.parse::<usize>().ok()?;
+    n.parse().ok()
+}
+
 /// Delete shard directories made for another shard count (their ownership no longer holds).
 #[allow(clippy::disallowed_methods)] // start-up, off the shards
 fn drop_other_shard_counts(root: &Path, shards: usize) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
-    let suffix = format!("-of-{shards}");
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("shard-") && !name.ends_with(&suffix) {
+        let Some(count) = shard_count_of(&name) else {
+            continue;
+        };
+        if count != shards {
             tracing::warn!(dir = %e.path().display(), shards, "dropping a disk shard made for another shard count");
             if let Err(err) = std::fs::remove_dir_all(e.path()) {
                 tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove an old disk shard");
@@ -423,4 +432,30 @@ fn read_at<'b>(
     buf.set_len(done);
     let buf: &'b AlignedBuf = buf;
     Some(buf.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_directories_are_recognised_by_their_exact_count() {
+        assert_eq!(shard_count_of(&shard_dir_name(1, 12)), Some(12));
+        assert_eq!(shard_count_of("shard-0-of-2"), Some(2));
+        assert_eq!(shard_count_of("shard-x-of-2"), None);
+        assert_eq!(shard_count_of("shards"), None);
+        assert_eq!(shard_count_of("shard-1-of-"), None);
+    }
+
+    #[test]
+    fn geometry_keeps_files_within_the_share() {
+        for mb in [2u64, 8, 16, 64, 1024, 10 * 1024] {
+            let share = mb << 20;
+            let g = Geometry::for_share(share).expect("a region fits");
+            assert!(g.data_bytes() + SLACK_BYTES <= share, "{mb} MiB");
+            assert!(g.region_bytes >= MIN_REGION_BYTES && g.region_bytes <= MAX_REGION_BYTES);
+            assert_eq!(g.region_bytes % ALIGN as u64, 0);
+        }
+        assert!(Geometry::for_share(512 << 10).is_none());
+    }
 }
