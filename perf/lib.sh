@@ -12,6 +12,8 @@
 #   perf_wrk URL OUT [ARGS]     one bounded wrk run pinned to YATA_PERF_LOAD_CPU -> "req/s p99"
 #   perf_alternate RUNS NAME FN [NAME FN]...  alternating runs, order rotated every round
 #   perf_median / perf_ratio / perf_verdict   numbers
+#   perf_p99_median NAME RUNS   median of the stored wrk p99s of NAME, in ms
+#   perf_drop_caches            sync and drop the page cache, dentries and inodes (root or sudo)
 #   perf_meta                   machine, kernel, commit (+dirty), driver lines for a result file
 #   perf_result                 stdin -> stdout and appended to perf/results/<date>-<scenario>.md
 #   perf_maybe_profile FN       under perf/flamegraph.sh: profile the proxy while FN loads it, exit
@@ -311,6 +313,17 @@ perf_start_nginx() {
   NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
 }
 
+# perf_drop_caches: write back dirty pages (sync, at most 60 s) and drop the page cache, dentries
+# and inodes (echo 3 > /proc/sys/vm/drop_caches; root, else sudo). Machine-wide: other processes'
+# files are read from disk again too.
+perf_drop_caches() {
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+  timeout 60 sync || echo "perf: sync took over 60 s; dropping anyway" >&2
+  echo 3 | "${sudo[@]}" tee /proc/sys/vm/drop_caches >/dev/null \
+    || { echo "perf: cannot drop the page cache (needs root or sudo)" >&2; return 1; }
+}
+
 # perf_wait_http URL [SECONDS]: wait until URL answers at all.
 perf_wait_http() {
   local i
@@ -366,6 +379,15 @@ perf_median() {
 
 # perf_median_of NAME RUNS: median of the stored values of NAME.
 perf_median_of() { mapfile -t _v < <(perf_values "$1" "$2"); perf_median "${_v[@]}"; }
+
+# perf_p99_median NAME RUNS: the median, in ms, of the p99s perf_wrk stored as NAME's extras
+# (wrk prints us/ms/s).
+perf_p99_median() {
+  local i _p
+  mapfile -t _p < <(for ((i = 1; i <= $2; i++)); do echo "${PERF_EXTRA[$1,$i]}"; done \
+    | awk '/us$/ {print ($1+0)/1000; next} /ms$/ {print $1+0; next} /s$/ {print ($1+0)*1000}')
+  perf_median "${_p[@]}"
+}
 
 # perf_ratio A B: A/B with 3 decimals.
 perf_ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "nan"; else printf "%.3f", a/b}'; }
