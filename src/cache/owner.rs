@@ -46,6 +46,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 use yatagarasu_runtime::{Inbox, Peers};
 
@@ -111,6 +112,39 @@ pub enum OwnerMsg {
     Remove {
         /// The key.
         key: CacheKey,
+    },
+    /// A body too large to assemble in memory, streamed to the owner's disk tier as it passes
+    /// through another core ([`Tee`]).
+    Stream(StreamMsg),
+}
+
+/// The pieces of a streamed disk fill, in order per stream ([`crate::cache::disk::DiskTier`]'s
+/// `stream_begin`/`stream_chunk`/`stream_end`).
+pub enum StreamMsg {
+    /// Stream `id` of `key` starts: the response's metadata and its declared length.
+    Begin {
+        /// Stream id (unique per node: the sending core's index in the top byte).
+        id: u64,
+        /// The key.
+        key: CacheKey,
+        /// The entry's metadata (empty body).
+        meta: Arc<CachedObject>,
+        /// Declared body length, bytes.
+        len: u64,
+    },
+    /// The next body bytes.
+    Chunk {
+        /// Stream id.
+        id: u64,
+        /// The bytes (shared, not copied again).
+        bytes: Bytes,
+    },
+    /// The stream ended; `complete`: every declared byte was sent.
+    End {
+        /// Stream id.
+        id: u64,
+        /// Whether the body arrived whole.
+        complete: bool,
     },
 }
 
@@ -248,6 +282,8 @@ pub struct Owners<V> {
     l1: L1,
     flights: SingleFlight<CacheKey, V>,
     pending: RefCell<HashMap<CacheKey, Pending>>,
+    /// Streams this core started ([`Tee`] ids).
+    streams_started: std::cell::Cell<u64>,
 }
 
 impl<V> Owners<V> {
@@ -261,6 +297,7 @@ impl<V> Owners<V> {
             l1,
             flights: SingleFlight::new(),
             pending: RefCell::new(HashMap::new()),
+            streams_started: std::cell::Cell::new(0),
         })
     }
 
@@ -405,6 +442,55 @@ impl<V> Owners<V> {
         None
     }
 
+    /// Apply a streamed-fill message to this core's disk tier (the key is owned here).
+    fn stream(&self, m: StreamMsg) {
+        let Some(disk) = self.tiers.disk() else {
+            return;
+        };
+        match m {
+            StreamMsg::Begin { id, key, meta, len } => {
+                disk.stream_begin(id, &key, meta, len);
+            }
+            StreamMsg::Chunk { id, bytes } => {
+                disk.stream_chunk(id, bytes);
+            }
+            StreamMsg::End { id, complete } => disk.stream_end(id, complete),
+        }
+    }
+
+    /// Largest body a streamed disk fill takes, bytes (0 without a disk tier).
+    pub fn max_stream(&self) -> u64 {
+        self.tiers.disk().map_or(0, |d| d.max_stream())
+    }
+
+    /// Start streaming a body of `len` bytes for `key` (described by `meta`, an entry with an
+    /// empty body) to its owner's disk tier while it passes through this core: `None` when
+    /// there is no disk tier, the body is too large, or the owner's queue refused it.
+    pub fn tee(self: &Rc<Self>, key: &CacheKey, meta: CachedObject, len: u64) -> Option<Tee<V>> {
+        if len > self.max_stream() {
+            return None;
+        }
+        let n = self.streams_started.get();
+        self.streams_started.set(n + 1);
+        let id = ((self.me as u64) << 56) | (n & ((1 << 56) - 1));
+        let owner = owner_of(key.bucket_bytes(), key.key(), self.peers.shards());
+        let tee = Tee {
+            owners: self.clone(),
+            owner,
+            id,
+            batch: BytesMut::new(),
+            broken: false,
+            ended: false,
+        };
+        let begin = StreamMsg::Begin {
+            id,
+            key: key.clone(),
+            meta: Arc::new(meta),
+            len,
+        };
+        tee.send(begin).then_some(tee)
+    }
+
     /// Offer a complete entry (a revalidation's refresh, a fill nobody waited for) to the
     /// key's owner.
     pub fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) {
@@ -502,6 +588,7 @@ impl<V> Owners<V> {
                 }
             }
             OwnerMsg::Remove { key } => self.tiers.remove(&key),
+            OwnerMsg::Stream(m) => self.stream(m),
         }
     }
 
@@ -561,6 +648,96 @@ impl<V> Owners<V> {
     }
 }
 
+/// Body bytes a [`Tee`] gathers before it sends them to the owner (one message, one queued
+/// write piece).
+pub const TEE_BATCH_BYTES: usize = 256 * 1024;
+
+/// A body streamed to its owner's disk tier as it passes through to the client (see
+/// [`Owners::tee`]). Bytes are batched into [`TEE_BATCH_BYTES`] messages; a refused message
+/// (the owner's queue is full or closed) breaks the stream and it is abandoned, never waited
+/// for. Dropping a tee that was not finished abandons the record.
+pub struct Tee<V> {
+    owners: Rc<Owners<V>>,
+    owner: usize,
+    id: u64,
+    batch: BytesMut,
+    broken: bool,
+    ended: bool,
+}
+
+impl<V> Tee<V> {
+    fn send(&self, m: StreamMsg) -> bool {
+        if self.owner == self.owners.me {
+            let Some(disk) = self.owners.tiers.disk() else {
+                return false;
+            };
+            return match m {
+                StreamMsg::Begin { id, key, meta, len } => disk.stream_begin(id, &key, meta, len),
+                StreamMsg::Chunk { id, bytes } => disk.stream_chunk(id, bytes),
+                StreamMsg::End { id, complete } => {
+                    disk.stream_end(id, complete);
+                    true
+                }
+            };
+        }
+        let end = matches!(m, StreamMsg::End { .. });
+        let sent = if end {
+            self.owners
+                .peers
+                .send_always(self.owner, OwnerMsg::Stream(m))
+        } else {
+            self.owners.peers.try_send(self.owner, OwnerMsg::Stream(m))
+        };
+        sent.is_ok()
+    }
+
+    /// Copy `data` (the next body bytes) into the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.broken {
+            return;
+        }
+        self.batch.extend_from_slice(data);
+        if self.batch.len() >= TEE_BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() || self.broken {
+            return;
+        }
+        let bytes = self.batch.split().freeze();
+        self.batch.reserve(TEE_BATCH_BYTES);
+        if !self.send(StreamMsg::Chunk { id: self.id, bytes }) {
+            self.broken = true;
+        }
+    }
+
+    /// End the stream: `complete` when the whole declared body passed (the owner then seals
+    /// and indexes the record).
+    pub fn finish(mut self, complete: bool) {
+        self.flush();
+        self.end(complete);
+    }
+
+    fn end(&mut self, complete: bool) {
+        if !self.ended {
+            self.ended = true;
+            let complete = complete && !self.broken;
+            self.send(StreamMsg::End {
+                id: self.id,
+                complete,
+            });
+        }
+    }
+}
+
+impl<V> Drop for Tee<V> {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
 /// Closes an owner's inbox when its serving task ends, so later lookups fail at once
 /// (`Busy`) instead of waiting [`REPLY_TIMEOUT`].
 /// Answers what was queued when it closes: a lookup gets [`Answer::Miss`] (its asker fetches
@@ -588,6 +765,8 @@ impl<V> Drop for CloseOnDrop<'_, V> {
                     }
                 }
                 OwnerMsg::Remove { key } => self.owners.tiers.remove(&key),
+                // A closing owner writes nothing more; a half-streamed record stays unindexed.
+                OwnerMsg::Stream(_) => {}
             }
         }
     }

@@ -151,6 +151,44 @@ impl Drop for Staging {
     }
 }
 
+/// A body streamed to its owner's disk tier as it passes through.
+type DiskTee = crate::cache::owner::Tee<Rc<Growing>>;
+
+/// How a storable 200 of `len` bytes fills the cache: assembled in memory ([`Filling`]) when it
+/// fits the item limit (bodies only the disk tier keeps also need room in the core's
+/// [`DISK_STAGING_BYTES`]); else, with a disk tier, streamed to the owner's disk as it passes
+/// through (a [`DiskTee`], holding `f` so the key's flight lasts as long); else not at all.
+fn plan_fill(
+    shard: &Shard,
+    resp: &Response<'_>,
+    f: Fill,
+    ttl: std::time::Duration,
+    len: u64,
+) -> (Option<Filling>, Option<(DiskTee, Fill)>) {
+    if len <= f.max_item_bytes {
+        let staging = if len > shard.cache.memory_item_max() {
+            Staging::reserve(&shard.disk_staging, len)
+        } else {
+            None
+        };
+        if staging.is_some() || len <= shard.cache.memory_item_max() {
+            let filling = Filling {
+                len,
+                ttl,
+                fill: f,
+                _staging: staging,
+            };
+            return (Some(filling), None);
+        }
+    }
+    let meta =
+        CachedObject::from_response(bytes::Bytes::new(), &resp.headers, SystemTime::now(), ttl);
+    match shard.cache.tee(&f.key, meta, len) {
+        Some(t) => (None, Some((t, f))),
+        None => (None, None),
+    }
+}
+
 /// How the body goes to the client (RFC 9112 section 6).
 struct Framing {
     /// The body length sent as `Content-Length` (0 for 304; the upstream length for HEAD).
@@ -187,26 +225,16 @@ pub async fn origin(
     let keep_alive = conn.keep_alive && (framing.body_len.is_some() || framing.chunked || is_head);
     // Fill while streaming: only a complete 200 to a plain GET whose length is declared,
     // within the item limit, and storable per Cache-Control.
-    let fill = miss.fill.and_then(|f| {
+    let (fill, tee) = match miss.fill.and_then(|f| {
         let ttl = storable_ttl(status, !is_head, &resp.headers, f.ttl)?;
-        let len = body_len?;
-        let fits = status == 200 && !is_head && len <= f.max_item_bytes;
-        // A body only the disk tier will keep is still assembled in memory first: bounded per
-        // core by DISK_STAGING_BYTES (over it, the response streams through unstored).
-        let staging = if fits && len > shard.cache.memory_item_max() {
-            Some(Staging::reserve(&shard.disk_staging, len)?)
-        } else {
-            None
-        };
-        fits.then_some(Filling {
-            len,
-            ttl,
-            fill: f,
-            _staging: staging,
-        })
-    });
+        (status == 200 && !is_head).then_some((f, ttl, body_len?))
+    }) {
+        Some((f, ttl, len)) => plan_fill(shard, &resp, f, ttl, len),
+        None => (None, None),
+    };
     let outcome = match (&fill, miss.outcome) {
         (Some(_), _) => CacheOutcome::Miss { stored: true },
+        (None, _) if tee.is_some() => CacheOutcome::Miss { stored: true },
         // A cacheable request whose 200 may not be stored.
         (None, CacheOutcome::Miss { .. }) if status == 200 => CacheOutcome::Bypass,
         (None, o) => o,
@@ -224,8 +252,22 @@ pub async fn origin(
     if let Some(f) = fill {
         return Ok(fill_and_deliver(shard, conn, resp, f, keep_alive).await);
     }
-    let (sent, ok) = stream_body(conn, &mut resp, framing.chunked, &cx.request_id).await;
+    let (mut tee, _lease) = match tee {
+        Some((t, fill)) => (Some(t), Some(fill)),
+        None => (None, None),
+    };
+    let (sent, ok) = stream_body(
+        conn,
+        &mut resp,
+        framing.chunked,
+        &cx.request_id,
+        tee.as_mut(),
+    )
+    .await;
     let complete = framing.body_len.is_none_or(|n| n == sent);
+    if let Some(t) = tee {
+        t.finish(ok && complete);
+    }
     Ok(Summary {
         status,
         bytes: sent,
@@ -290,13 +332,15 @@ async fn stream_body(
     resp: &mut Response<'_>,
     chunked: bool,
     request_id: &str,
+    mut tee: Option<&mut DiskTee>,
 ) -> (u64, bool) {
     let mut sent = 0u64;
     let mut buf = Vec::new();
     let mut framed: Vec<u8> = Vec::new();
     let mut ok = conn.flush().await.is_ok();
     while ok {
-        if !chunked && resp.body.spliceable() {
+        // A body teed to the disk tier passes through user space; others may splice.
+        if !chunked && tee.is_none() && resp.body.spliceable() {
             match resp
                 .body
                 .splice_to(&mut conn.stream, &mut sent, conn.send_timeout)
@@ -322,6 +366,9 @@ async fn stream_body(
                 break;
             }
         };
+        if let Some(t) = tee.as_mut() {
+            t.push(&buf);
+        }
         if chunked {
             // RFC 9112 section 7.1: hex size, CRLF, data, CRLF, in one reused buffer.
             framed.clear();

@@ -29,7 +29,7 @@
 //! | 40..44 | metadata length, bytes |
 //! | 44..48 | body blocks (`ceil(body / BLOCK)`) |
 //! | 48..52 | body offset from the record start |
-//! | 52 | kind: 0 entry, 1 tombstone |
+//! | 52 | kind: 0 entry, 1 tombstone, 2 filler (space of a streamed entry not sealed) |
 //! | 56..64 | XXH3-64 of bytes 0..56, the metadata and the block table |
 //! | 64.. | metadata (bincode 2, standard config), then one XXH3-64 per body block, then the body |
 //!
@@ -64,6 +64,8 @@ pub enum Kind {
     Entry,
     /// A purge: every older entry it names is gone.
     Tombstone,
+    /// Space reserved for a streamed entry not (yet) sealed: the scan steps over it.
+    Filler,
 }
 
 /// The fixed part of a record header, as read (checksum not yet verified).
@@ -154,6 +156,8 @@ pub enum Meta {
     Entry(EntryMeta),
     /// A tombstone.
     Tombstone(TombScope),
+    /// Reserved space to step over.
+    Filler,
 }
 
 /// Why a header or block did not decode.
@@ -243,6 +247,74 @@ pub fn encode_entry(seq: u64, gen: u64, key: &CacheKey, obj: &CachedObject) -> A
     encode(seq, gen, Kind::Entry, &meta, &obj.body)
 }
 
+/// The bincode metadata of entry (`key`, `obj`) (what a streamed record's header carries).
+pub fn entry_meta_bytes(key: &CacheKey, obj: &CachedObject) -> Vec<u8> {
+    bincode::serde::encode_to_vec(meta_of(key, obj), bincode_cfg()).unwrap_or_default()
+}
+
+/// Layout of a streamed record (its body written in aligned pieces as it arrives, its header
+/// last): (body offset, record length), bytes, for `meta_len` bytes of metadata and a body of
+/// `body_len`. The body starts at an [`ALIGN`]-aligned offset.
+pub fn streamed_layout(meta_len: usize, body_len: u64) -> (usize, u64) {
+    let blocks = body_len.div_ceil(BLOCK as u64) as usize;
+    let body_offset = align_up(FIXED_BYTES + meta_len + 8 * blocks);
+    (
+        body_offset,
+        align_up(body_offset + body_len as usize) as u64,
+    )
+}
+
+/// The header of a streamed entry record: `body_offset` bytes (from [`streamed_layout`]) holding
+/// the fixed part, `meta` and the block `table` of a body of `body_len` bytes.
+pub fn encode_streamed_header(
+    seq: u64,
+    gen: u64,
+    meta: &[u8],
+    table: &[u64],
+    body_len: u64,
+) -> AlignedBuf {
+    let (body_offset, record_len) = streamed_layout(meta.len(), body_len);
+    let mut buf = AlignedBuf::zeroed(body_offset);
+    let b = buf.as_mut_full();
+    b[0..8].copy_from_slice(&RECORD_MAGIC);
+    b[8..16].copy_from_slice(&seq.to_le_bytes());
+    b[16..24].copy_from_slice(&gen.to_le_bytes());
+    b[24..32].copy_from_slice(&record_len.to_le_bytes());
+    b[32..40].copy_from_slice(&body_len.to_le_bytes());
+    b[40..44].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+    b[44..48].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    b[48..52].copy_from_slice(&(body_offset as u32).to_le_bytes());
+    b[52] = 0;
+    b[FIXED_BYTES..FIXED_BYTES + meta.len()].copy_from_slice(meta);
+    let table_at = FIXED_BYTES + meta.len();
+    for (i, sum) in table.iter().enumerate() {
+        let at = table_at + 8 * i;
+        b[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+    let sum = header_sum(b, body_offset);
+    b[56..64].copy_from_slice(&sum.to_le_bytes());
+    buf.set_len(body_offset);
+    buf
+}
+
+/// A filler record header for `record_len` reserved bytes (one [`ALIGN`] block): written
+/// when a streamed entry's space is reserved, replaced by the entry's header when it is sealed,
+/// so the start-up scan can step over an entry a crash or an abandoned stream left unsealed.
+pub fn encode_filler(seq: u64, gen: u64, record_len: u64) -> AlignedBuf {
+    let mut buf = AlignedBuf::zeroed(ALIGN);
+    let b = buf.as_mut_full();
+    b[0..8].copy_from_slice(&RECORD_MAGIC);
+    b[8..16].copy_from_slice(&seq.to_le_bytes());
+    b[16..24].copy_from_slice(&gen.to_le_bytes());
+    b[24..32].copy_from_slice(&record_len.to_le_bytes());
+    b[48..52].copy_from_slice(&(FIXED_BYTES as u32).to_le_bytes());
+    b[52] = 2;
+    let sum = header_sum(b, FIXED_BYTES);
+    b[56..64].copy_from_slice(&sum.to_le_bytes());
+    buf.set_len(ALIGN);
+    buf
+}
+
 /// The tombstone record of `scope` with sequence `seq` at region generation `gen`.
 pub fn encode_tombstone(seq: u64, gen: u64, scope: &TombScope) -> AlignedBuf {
     let meta = bincode::serde::encode_to_vec(scope, bincode_cfg()).unwrap_or_default();
@@ -266,6 +338,7 @@ fn encode(seq: u64, gen: u64, kind: Kind, meta: &[u8], body: &[u8]) -> AlignedBu
     b[52] = match kind {
         Kind::Entry => 0,
         Kind::Tombstone => 1,
+        Kind::Filler => 2,
     };
     b[FIXED_BYTES..FIXED_BYTES + meta.len()].copy_from_slice(meta);
     let table_at = FIXED_BYTES + meta.len();
@@ -315,13 +388,25 @@ pub fn peek_fixed(b: &[u8]) -> Result<Fixed, Corrupt> {
         kind: match b[52] {
             0 => Kind::Entry,
             1 => Kind::Tombstone,
+            2 => Kind::Filler,
             _ => return Err(Corrupt::Checksum),
         },
     };
+    if f.kind == Kind::Filler {
+        let sane = f.body_len == 0
+            && f.meta_len == 0
+            && f.blocks == 0
+            && f.body_offset as usize == FIXED_BYTES
+            && f.record_len >= ALIGN as u64
+            && f.record_len.is_multiple_of(ALIGN as u64);
+        return if sane { Ok(f) } else { Err(Corrupt::Checksum) };
+    }
     let header = FIXED_BYTES as u64 + f.meta_len as u64 + 8 * f.blocks as u64;
-    let sane = f.body_offset as u64 == header
+    // The body follows the header at once, or (a streamed record) at the next aligned offset.
+    let sane = f.body_offset as u64 >= header
+        && f.body_offset as u64 <= align_up(header as usize) as u64
         && f.blocks as u64 == f.body_len.div_ceil(BLOCK as u64)
-        && f.record_len == align_up((header + f.body_len) as usize) as u64
+        && f.record_len == align_up((f.body_offset as u64 + f.body_len) as usize) as u64
         && f.record_len.is_multiple_of(ALIGN as u64);
     if !sane {
         return Err(Corrupt::Checksum);
@@ -342,6 +427,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header, Corrupt> {
     }
     let meta_bytes = &b[FIXED_BYTES..FIXED_BYTES + fixed.meta_len as usize];
     let meta = match fixed.kind {
+        Kind::Filler => Meta::Filler,
         Kind::Entry => Meta::Entry(
             bincode::serde::decode_from_slice(meta_bytes, bincode_cfg())
                 .map_err(|_| Corrupt::Checksum)?
@@ -452,6 +538,37 @@ mod tests {
                 Ok(h) => verify_blocks(&h.table, 0, &bad.as_ref()[off..end]),
             };
             assert!(!ok, "flip at {at} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn a_streamed_record_decodes_like_an_encoded_one() {
+        // Lengths where the aligned body offset changes the record length, and where it does not.
+        for len in [1, 4095, 20 * ALIGN + 1, 2 * BLOCK + 5, 5 * BLOCK + 4095] {
+            let (key, obj) = sample(len);
+            let meta = entry_meta_bytes(&key, &obj);
+            let table: Vec<u64> = obj.body.chunks(BLOCK).map(xxh3_64).collect();
+            let head = encode_streamed_header(4, 2, &meta, &table, obj.body.len() as u64);
+            let (off, record_len) = streamed_layout(meta.len(), obj.body.len() as u64);
+            assert_eq!(off % ALIGN, 0);
+            let mut rec = AlignedBuf::zeroed(record_len as usize);
+            rec.as_mut_full()[..off].copy_from_slice(head.as_ref());
+            rec.as_mut_full()[off..off + obj.body.len()].copy_from_slice(&obj.body);
+            rec.set_len(record_len as usize);
+            let h = decode_header(rec.as_ref()).expect("decodes");
+            assert_eq!(h.fixed.body_offset as usize, off);
+            assert_eq!(h.fixed.record_len, record_len);
+            assert!(verify_blocks(
+                &h.table,
+                0,
+                &rec.as_ref()[off..off + obj.body.len()]
+            ));
+            let filler = encode_filler(3, 2, record_len);
+            let f = decode_header(filler.as_ref()).expect("filler decodes");
+            assert_eq!(
+                (f.fixed.kind, f.fixed.record_len),
+                (Kind::Filler, record_len)
+            );
         }
     }
 

@@ -221,6 +221,42 @@ enum Job {
     },
     /// A purge, appended so a restart honours it.
     Tombstone(TombScope),
+    /// A streamed entry starts: its metadata and declared body length.
+    StreamBegin {
+        id: u64,
+        key: CacheKey,
+        meta: Arc<CachedObject>,
+        len: u64,
+        purge_gen: u64,
+    },
+    /// The next body bytes of stream `id`, in order.
+    StreamChunk { id: u64, bytes: Bytes },
+    /// Stream `id` ended; `complete`: every declared byte arrived (then the record is sealed
+    /// and indexed), else it is abandoned.
+    StreamEnd { id: u64, complete: bool },
+}
+
+/// Body bytes a streamed record collects before one aligned write.
+const STREAM_PIECE: usize = 4 * BLOCK;
+
+/// A streamed record being written (writer task only).
+struct Stream {
+    key: CacheKey,
+    meta: Vec<u8>,
+    len: u64,
+    pos: u64,
+    gen: u64,
+    seq: u64,
+    body_offset: usize,
+    purge_gen: u64,
+    pending: AlignedBuf,
+    pending_len: usize,
+    flushed: u64,
+    received: u64,
+    table: Vec<u64>,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    in_block: usize,
+    failed: bool,
 }
 
 struct State {
@@ -235,6 +271,9 @@ struct State {
     queued_bytes: u64,
     writer: Option<Waker>,
     closed: bool,
+    /// Streams whose chunk was refused (full queue): their later chunks are ignored and their
+    /// end abandons them.
+    aborted: std::collections::HashSet<u64>,
 }
 
 /// One core's partition of the disk tier (see the module doc). `!Send`; lives in the core's
@@ -243,9 +282,12 @@ pub struct DiskTier {
     shard: usize,
     geometry: Geometry,
     max_item: u64,
+    max_stream: u64,
     reader: Rc<DiskReader>,
     metrics: Arc<ShardMetrics>,
     state: RefCell<State>,
+    /// Streamed records in progress (the writer task's alone).
+    streams: RefCell<HashMap<u64, Stream>>,
     last_log: Cell<Option<Instant>>,
 }
 
@@ -299,6 +341,10 @@ impl DiskTier {
             shard,
             geometry: g,
             max_item,
+            // Room for the header and its block table (8 bytes per 64 KiB) in a region.
+            max_stream: g
+                .max_record()
+                .saturating_sub(g.max_record() / (BLOCK as u64 / 8) + (64 << 10)),
             reader,
             metrics,
             state: RefCell::new(State {
@@ -312,7 +358,9 @@ impl DiskTier {
                 queued_bytes: 0,
                 writer: None,
                 closed: false,
+                aborted: Default::default(),
             }),
+            streams: RefCell::new(HashMap::new()),
             last_log: Cell::new(None),
         }
     }
@@ -559,6 +607,28 @@ impl DiskTier {
 
     async fn write(&self, job: Job) {
         let (buf_key, record) = match job {
+            Job::StreamBegin {
+                id,
+                key,
+                meta,
+                len,
+                purge_gen,
+            } => return self.stream_open(id, key, &meta, len, purge_gen).await,
+            Job::StreamChunk { id, bytes } => {
+                let Some(mut st) = self.streams.borrow_mut().remove(&id) else {
+                    return;
+                };
+                self.stream_append(&mut st, &bytes).await;
+                self.streams.borrow_mut().insert(id, st);
+                return;
+            }
+            Job::StreamEnd { id, complete } => {
+                let st = self.streams.borrow_mut().remove(&id);
+                if let Some(st) = st {
+                    self.stream_seal(st, complete).await;
+                }
+                return;
+            }
             Job::Entry {
                 key,
                 obj,
@@ -613,27 +683,238 @@ impl DiskTier {
         else {
             return;
         };
+        self.commit(
+            &key,
+            purge_gen,
+            Slot {
+                pos,
+                record_len: len,
+                body_len,
+                body_offset,
+                seq,
+            },
+        );
+    }
+
+    /// Index a record just written, unless a purge ran since it was offered (`purge_gen`) or its
+    /// region was already reused.
+    fn commit(&self, key: &CacheKey, purge_gen: u64, slot: Slot) {
         let mut st = self.state.borrow_mut();
-        // A purge while the write ran, or the region already reused: do not index it.
-        let region = (pos / self.geometry.region_bytes) as usize;
-        let still_there = st.regions[region].keys.iter().any(|(_, s)| *s == seq);
+        let region = (slot.pos / self.geometry.region_bytes) as usize;
+        let still_there = st.regions[region].keys.iter().any(|(_, s)| *s == slot.seq);
         if st.purge_gen != purge_gen || !still_there {
             return;
         }
-        let slot = Slot {
-            pos,
-            record_len: len,
-            body_len,
-            body_offset,
-            seq,
-        };
         let m = self.metrics.bucket(key.bucket());
         m.disk.inserts.inc();
         m.disk.items.add(1);
-        m.disk.bytes.add(len as i64);
+        m.disk.bytes.add(slot.record_len as i64);
         if let Some(old) = st.index.insert(key.clone(), slot) {
-            self.uncount(&key, old.record_len);
+            self.uncount(key, old.record_len);
         }
+    }
+
+    /// Largest body a streamed record holds, bytes (a region less its header and block table).
+    pub fn max_stream(&self) -> u64 {
+        self.max_stream
+    }
+
+    /// Start writing a streamed entry `id` (a body too large to assemble in memory, sent in
+    /// order with [`DiskTier::stream_chunk`], ended with [`DiskTier::stream_end`]): whether it was
+    /// queued (not when too large or closed).
+    pub fn stream_begin(&self, id: u64, key: &CacheKey, meta: Arc<CachedObject>, len: u64) -> bool {
+        let mut st = self.state.borrow_mut();
+        if st.closed || len > self.max_stream {
+            return false;
+        }
+        let purge_gen = st.purge_gen;
+        st.queue.push_back((
+            Job::StreamBegin {
+                id,
+                key: key.clone(),
+                meta,
+                len,
+                purge_gen,
+            },
+            ALIGN as u64,
+        ));
+        st.queued_bytes += ALIGN as u64;
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// The next body bytes of stream `id`; whether they were queued. A full queue abandons the
+    /// stream (counted in `cache_disk_queue_drops_total`): the client's response never waits.
+    pub fn stream_chunk(&self, id: u64, bytes: Bytes) -> bool {
+        let mut st = self.state.borrow_mut();
+        if st.aborted.contains(&id) {
+            return false;
+        }
+        let cost = bytes.len() as u64;
+        if st.queue.len() >= QUEUE_JOBS * 4
+            || st.queued_bytes + cost > QUEUE_BYTES.min(self.geometry.region_bytes)
+        {
+            st.aborted.insert(id);
+            self.metrics.disk.queue_drops.inc();
+            return false;
+        }
+        st.queue.push_back((Job::StreamChunk { id, bytes }, cost));
+        st.queued_bytes += cost;
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// Stream `id` ended (`complete`: all its declared bytes were sent). Always queued.
+    pub fn stream_end(&self, id: u64, complete: bool) {
+        let mut st = self.state.borrow_mut();
+        let aborted = st.aborted.remove(&id);
+        st.queue.push_back((
+            Job::StreamEnd {
+                id,
+                complete: complete && !aborted,
+            },
+            0,
+        ));
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+    }
+
+    async fn stream_open(
+        &self,
+        id: u64,
+        key: CacheKey,
+        meta: &CachedObject,
+        len: u64,
+        purge_gen: u64,
+    ) {
+        if self.state.borrow().purge_gen != purge_gen {
+            return;
+        }
+        let meta = format::entry_meta_bytes(&key, meta);
+        let (body_offset, record_len) = format::streamed_layout(meta.len(), len);
+        let Some((pos, gen, seq)) = self.reserve(record_len, Some(&key)).await else {
+            return;
+        };
+        // A filler first: until the entry is sealed, the scan steps over its space.
+        let filler = format::encode_filler(seq, gen, record_len);
+        let (res, _) = self.reader.files[self.shard]
+            .write_all_at(filler, pos)
+            .await;
+        if let Err(e) = res {
+            self.metrics.disk.write_errors.inc();
+            self.log(&format!("write failed ({e})"), &key);
+            return;
+        }
+        self.metrics.disk.write_bytes.add(ALIGN as u64);
+        self.streams.borrow_mut().insert(
+            id,
+            Stream {
+                key,
+                meta,
+                len,
+                pos,
+                gen,
+                seq,
+                body_offset,
+                purge_gen,
+                pending: AlignedBuf::zeroed(STREAM_PIECE),
+                pending_len: 0,
+                flushed: 0,
+                received: 0,
+                table: Vec::with_capacity(len.div_ceil(BLOCK as u64) as usize),
+                hasher: xxhash_rust::xxh3::Xxh3::new(),
+                in_block: 0,
+                failed: false,
+            },
+        );
+    }
+
+    /// Hash `data` into the stream's blocks and write it out in aligned pieces.
+    async fn stream_append(&self, s: &mut Stream, mut data: &[u8]) {
+        if s.failed || s.received + data.len() as u64 > s.len {
+            s.failed = true;
+            return;
+        }
+        while !data.is_empty() {
+            let n = data
+                .len()
+                .min(BLOCK - s.in_block)
+                .min(STREAM_PIECE - s.pending_len);
+            s.hasher.update(&data[..n]);
+            s.in_block += n;
+            if s.in_block == BLOCK {
+                s.table.push(s.hasher.digest());
+                s.hasher = xxhash_rust::xxh3::Xxh3::new();
+                s.in_block = 0;
+            }
+            s.pending.as_mut_full()[s.pending_len..s.pending_len + n].copy_from_slice(&data[..n]);
+            s.pending_len += n;
+            s.received += n as u64;
+            data = &data[n..];
+            if s.pending_len == STREAM_PIECE && !self.stream_flush(s).await {
+                return;
+            }
+        }
+    }
+
+    /// Write the stream's pending piece (padded to [`ALIGN`]); whether it was written.
+    async fn stream_flush(&self, s: &mut Stream) -> bool {
+        let mut piece = std::mem::replace(&mut s.pending, AlignedBuf::zeroed(STREAM_PIECE));
+        piece.set_len(align_up(s.pending_len));
+        let at = s.pos + s.body_offset as u64 + s.flushed;
+        let len = piece.len() as u64;
+        let (res, _) = self.reader.files[self.shard].write_all_at(piece, at).await;
+        if let Err(e) = res {
+            self.metrics.disk.write_errors.inc();
+            self.log(&format!("write failed ({e})"), &s.key);
+            s.failed = true;
+            return false;
+        }
+        self.metrics.disk.write_bytes.add(len);
+        s.flushed += s.pending_len as u64;
+        s.pending_len = 0;
+        true
+    }
+
+    /// End a stream: when complete, write the rest of the body and then the header (so a
+    /// crash before leaves no valid record), and index it.
+    async fn stream_seal(&self, mut s: Stream, complete: bool) {
+        if !complete || s.failed || s.received != s.len {
+            return;
+        }
+        if s.in_block > 0 {
+            s.table.push(s.hasher.digest());
+        }
+        if s.pending_len > 0 && !self.stream_flush(&mut s).await {
+            return;
+        }
+        let header = format::encode_streamed_header(s.seq, s.gen, &s.meta, &s.table, s.len);
+        let (res, _) = self.reader.files[self.shard]
+            .write_all_at(header, s.pos)
+            .await;
+        if let Err(e) = res {
+            self.metrics.disk.write_errors.inc();
+            self.log(&format!("write failed ({e})"), &s.key);
+            return;
+        }
+        self.metrics.disk.write_bytes.add(s.body_offset as u64);
+        let (_, record_len) = format::streamed_layout(s.meta.len(), s.len);
+        self.commit(
+            &s.key,
+            s.purge_gen,
+            Slot {
+                pos: s.pos,
+                record_len,
+                body_len: s.len,
+                body_offset: s.body_offset as u32,
+                seq: s.seq,
+            },
+        );
     }
 
     /// Room for a record of `len` bytes: (file position, region generation, sequence number).

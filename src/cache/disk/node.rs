@@ -39,7 +39,7 @@ use crate::config::DiskCacheConfig;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Largest region, bytes: the largest object the disk tier stores is a little less.
-pub const MAX_REGION_BYTES: u64 = 256 << 20;
+pub const MAX_REGION_BYTES: u64 = 1 << 30;
 
 /// Smallest region, bytes.
 pub const MIN_REGION_BYTES: u64 = 1 << 20;
@@ -389,6 +389,8 @@ pub fn scan(file: &std::fs::File, geometry: Geometry) -> (Vec<RegionSeed>, Vec<S
                     }),
                 )),
                 Meta::Tombstone(scope) => found.push((fixed.seq, Found::Tombstone(scope))),
+                // A streamed entry never sealed (crash, abandoned stream): step over it.
+                Meta::Filler => {}
                 Meta::Entry(_) => break,
             }
             pos += fixed.record_len;
