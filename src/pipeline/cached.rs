@@ -34,6 +34,9 @@ pub struct Served {
     pub bytes: u64,
     /// Whether the connection stays usable.
     pub keep_alive: bool,
+    /// A disk body chunk after the first could not be read or did not verify: the response
+    /// was cut short and the entry must be dropped (else every later hit is cut short too).
+    pub disk_failed: bool,
 }
 
 /// A disk-backed entry whose first body bytes could not be read or did not verify: nothing was
@@ -46,7 +49,8 @@ pub struct Unreadable;
 /// `Cache-Control: private`, CORS ([`EdgePolicy`]). `Age` follows the Age rule of
 /// [`super::headers`]. An entry whose body is on disk ([`CachedObject::disk`]) streams from
 /// `disk` in verified chunks; its first chunk is read before anything is written, so a bad
-/// disk is [`Unreadable`] (a miss), and a later bad chunk ends the connection short.
+/// disk is [`Unreadable`] (a miss), and a later bad chunk ends the connection short (reported
+/// in [`Served::disk_failed`], so the caller drops the entry).
 #[allow(clippy::too_many_arguments)] // one call site; the pieces are distinct and named
 pub async fn serve(
     head: &RequestHead,
@@ -105,23 +109,28 @@ pub async fn serve(
         }
         _ => Body::None,
     };
-    let (ok, sent) = match (on_disk, body) {
+    let (ok, sent, disk_failed) = match (on_disk, body) {
         (Some((reader, disk_body, chunk)), Body::Slice(first, last)) => {
             write_from_disk(conn, reader, disk_body, chunk, first as u64, last as u64).await
         }
-        (_, body) => write(conn, obj, body).await,
+        (_, body) => {
+            let (ok, sent) = write(conn, obj, body).await;
+            (ok, sent, false)
+        }
     };
     Ok(Served {
         status,
         bytes: sent,
         keep_alive: ok && conn.keep_alive,
+        disk_failed,
     })
 }
 
 /// Write the head in `conn.wbuf` with `first_chunk` (body bytes from `first`), then the rest
 /// of `first..=last` from disk, one verified chunk at a time as the client takes them
 /// (constant memory: one chunk per connection). A chunk that cannot be read or verified ends
-/// the connection short of its `Content-Length`, never with a wrong byte.
+/// the connection short of its `Content-Length`, never with a wrong byte, and is reported
+/// (the third value) so the caller drops the entry.
 async fn write_from_disk(
     conn: &mut Conn,
     reader: &DiskReader,
@@ -129,11 +138,11 @@ async fn write_from_disk(
     first_chunk: bytes::Bytes,
     first: u64,
     last: u64,
-) -> (bool, u64) {
+) -> (bool, u64, bool) {
     let mut at = first + first_chunk.len() as u64;
     let mut sent = first_chunk.len() as u64;
     if conn.flush_with_body(first_chunk).await.is_err() {
-        return (false, 0);
+        return (false, 0, false);
     }
     // The head went out with the first chunk; `flush_with_body` keeps it in `wbuf`.
     conn.wbuf.clear();
@@ -146,16 +155,16 @@ async fn write_from_disk(
                     at,
                     "disk body unreadable mid-response; closing the connection"
                 );
-                return (false, sent);
+                return (false, sent, true);
             }
         };
         at += chunk.len() as u64;
         sent += chunk.len() as u64;
         if conn.flush_with_body(chunk).await.is_err() {
-            return (false, sent);
+            return (false, sent, false);
         }
     }
-    (true, sent)
+    (true, sent, false)
 }
 
 /// The status of the answer and the body slice `(first, last)` it sends: conditionals first

@@ -387,7 +387,14 @@ impl Shard {
         outcome: crate::cache::CacheOutcome,
         cx: &mut RequestCtx<'l>,
     ) -> Result<Summary, ProxyError> {
-        if let Ok(summary) = respond::cached(self, head, conn, obj, outcome, cx).await {
+        if let Ok((summary, disk_failed)) =
+            respond::cached(self, head, conn, obj, outcome, cx).await
+        {
+            if disk_failed {
+                // The body on disk went bad after the head went out: the response was cut
+                // short. Drop the entry, or every later hit would be cut short the same way.
+                self.cache.remove(&lookup::key_of(object));
+            }
             return Ok(summary);
         }
         self.cache.remove(&lookup::key_of(object));
@@ -399,6 +406,7 @@ impl Shard {
             fetch::Fetched::Cached(obj, outcome) => {
                 respond::cached(self, head, conn, &obj, outcome, cx)
                     .await
+                    .map(|(summary, _)| summary)
                     .map_err(|_| ProxyError::internal("the cached object cannot be read"))
             }
         }

@@ -44,6 +44,8 @@ fn pass_through() -> impl Iterator<Item = &'static str> {
 /// Answer from a cache entry with `outcome` (HIT, revalidated, STALE, or BYPASS for an entry
 /// served once that may no longer be kept) and count it. [`cached::Unreadable`]: the entry's
 /// body is on disk and its first chunk could not be read; nothing was written (serve a miss).
+/// With the summary: whether a later disk chunk failed (the response was cut short; the
+/// caller drops the entry, see [`cached::Served::disk_failed`]).
 pub async fn cached(
     shard: &Shard,
     head: &RequestHead,
@@ -51,7 +53,7 @@ pub async fn cached(
     obj: &CachedObject,
     outcome: CacheOutcome,
     cx: &mut RequestCtx<'_>,
-) -> Result<Summary, cached::Unreadable> {
+) -> Result<(Summary, bool), cached::Unreadable> {
     let served = cached::serve(
         head,
         conn,
@@ -64,11 +66,14 @@ pub async fn cached(
     )
     .await?;
     cx.count_outcome(outcome, served.bytes);
-    Ok(Summary {
-        status: served.status,
-        bytes: served.bytes,
-        keep_alive: served.keep_alive,
-    })
+    Ok((
+        Summary {
+            status: served.status,
+            bytes: served.bytes,
+            keep_alive: served.keep_alive,
+        },
+        served.disk_failed,
+    ))
 }
 
 /// Answer a follower of a fill: from the complete entry when the fill already ended, else 200
@@ -83,7 +88,8 @@ pub async fn collapsed(
 ) -> Summary {
     if let Some(obj) = growing.complete() {
         // A fill's entry has its body in memory: never `Unreadable`.
-        if let Ok(summary) = cached(shard, head, conn, &obj, CacheOutcome::Collapsed, cx).await {
+        if let Ok((summary, _)) = cached(shard, head, conn, &obj, CacheOutcome::Collapsed, cx).await
+        {
             return summary;
         }
     }
