@@ -13,7 +13,9 @@
 //! key, of a bucket) is a MISS at once and after a restart (tombstones), while a fill made after
 //! the purge survives it; a Range and a HEAD on a disk-only object read only the blocks they
 //! need (`cache_disk_read_bytes_total`); `--check` names `cache.disk.cache_dir` when it cannot
-//! be created (exit 1, and 2 at start); a shard-count change drops the old shard directories.
+//! be created (exit 1, and 2 at start); a shard-count change drops the old shard directories;
+//! a 72 MiB body (over what a fill assembles in memory) streams to disk as it passes through
+//! and is served from disk, Range included, after a restart.
 //!
 //! Fills reach the disk behind the response (one writer task per core): every test that needs
 //! them on disk polls `/metrics` (`yatagarasu_cache_items{layer="disk"}`) with a deadline first.
@@ -1108,4 +1110,75 @@ fn a_shard_count_change_drops_the_old_shard_directories() {
     for o in &objs {
         assert!(get_exact(&p, o).is_disk_hit(), "{}", o.key);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. A body too large to assemble in memory streams to disk as it passes through.
+
+#[test]
+fn a_body_over_the_fill_buffer_streams_to_disk_and_serves_after_a_restart() {
+    let (_tmp, dir) = cache_dir();
+    // 72 MiB: over the 64 MiB a fill may assemble in memory, within a region of a 512 MiB share.
+    let t = Tiers {
+        disk_item_mb: 1024,
+        ..Tiers::new(1024, 64, 1)
+    }
+    .shards(2);
+    let objs = upload("stream", &[72 * MIB]);
+    let o = &objs[0];
+    let p = Proxy::start(&disk_yaml(&dir, t));
+    // The record is written behind the stream through a bounded queue: a disk slower than the
+    // origin abandons it (a queue drop, never a slower response), so allow a few attempts.
+    let mut stored = false;
+    for attempt in 0..4 {
+        let drops = disk_shard(&metrics_text(&p), "queue_drops");
+        let r = get_exact(&p, o);
+        assert!(
+            r.cache_status().contains("fwd=miss; stored"),
+            "attempt {attempt}: a streamed fill says stored: {}",
+            r.describe()
+        );
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline {
+            let text = metrics_text(&p);
+            if disk_bucket(&text, "cache_items") == 1 {
+                stored = true;
+                break;
+            }
+            if disk_shard(&text, "queue_drops") > drops {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if stored {
+            break;
+        }
+    }
+    assert!(stored, "the 72 MiB body never reached the disk tier");
+    assert!(p.terminate().success(), "clean exit on SIGTERM");
+
+    let p = Proxy::start(&disk_yaml(&dir, t));
+    assert_eq!(
+        disk_items(&p),
+        1,
+        "the scan at start found the streamed entry"
+    );
+    let before = s3_gets(&[o]);
+    let r = get_exact(&p, o);
+    assert!(r.is_disk_hit(), "after the restart: {}", r.describe());
+    let last = 72 * MIB - 1;
+    let r = fetch(
+        p.addr,
+        "GET",
+        &o.path,
+        &[("Range", &format!("bytes={}-{last}", last - 99_999))],
+    );
+    assert_eq!(r.status, 206, "{}", r.describe());
+    assert!(r.is_disk_hit(), "{}", r.describe());
+    assert_eq!(r.body, &o.bytes[last - 99_999..=last]);
+    assert_eq!(
+        s3_gets(&[o])[0] - before[0],
+        0,
+        "no S3 GET after the restart"
+    );
 }

@@ -246,13 +246,16 @@ fn tiers_of(
     let Some(seed) = node.shards.get(ctx.index()) else {
         return (Tiered::new(memory), None);
     };
-    let disk = Rc::new(DiskTier::new(
-        ctx.index(),
-        seed,
-        node.max_item_bytes,
-        reader.clone(),
-        metrics.clone(),
-    ));
+    let disk = Rc::new(
+        DiskTier::new(
+            ctx.index(),
+            seed,
+            node.max_item_bytes,
+            reader.clone(),
+            metrics.clone(),
+        )
+        .with_max_stream(node.max_stream_bytes),
+    );
     ctx.spawn_service(disk.clone().run_writer());
     let memory_item_max = memory_cfg.max_item_size_mb * MIB;
     (

@@ -365,6 +365,12 @@ impl DiskTier {
         }
     }
 
+    /// At most `cap` bytes per streamed body (`max_item_size_mb`; by default what a region holds).
+    pub fn with_max_stream(mut self, cap: u64) -> DiskTier {
+        self.max_stream = self.max_stream.min(cap);
+        self
+    }
+
     /// This partition's data file capacity, bytes.
     pub fn capacity(&self) -> u64 {
         self.geometry.data_bytes()

@@ -47,8 +47,8 @@ pub const MIN_REGION_BYTES: u64 = 1 << 20;
 /// Bytes of each shard's budget kept for its `format` file and directory entries.
 pub const SLACK_BYTES: u64 = 64 << 10;
 
-/// Largest body the disk tier stores whatever the config says, bytes: a fill is assembled in
-/// memory before it is written, so this bounds the memory one fill of a large object holds.
+/// Largest body a fill assembles in memory before the disk tier writes it, bytes; larger
+/// bodies stream to disk as they pass through ([`super::DiskTier::stream_begin`]).
 pub const FILL_BUFFER_MAX: u64 = 64 << 20;
 
 /// Bytes read per scan step.
@@ -148,8 +148,12 @@ pub struct ShardSeed {
 pub struct DiskNode {
     /// Per shard.
     pub shards: Vec<ShardSeed>,
-    /// Largest body stored, bytes (`max_item_size_mb`, at most what a region holds).
+    /// Largest body a fill assembles in memory for the disk tier, bytes (`max_item_size_mb`,
+    /// at most what a region holds and [`FILL_BUFFER_MAX`]); larger ones up to the region (and
+    /// `max_item_size_mb`, [`DiskNode::max_stream_bytes`]) are streamed.
     pub max_item_bytes: u64,
+    /// Largest body stored at all, bytes: `max_item_size_mb`, at most a region less its header.
+    pub max_stream_bytes: u64,
 }
 
 /// The shard directory name for shard `i` of `n`.
@@ -214,9 +218,11 @@ pub fn open(cfg: &DiskCacheConfig, shards: usize) -> Result<Option<DiskNode>, St
     let max_item_bytes = (cfg.max_item_size_mb * (1 << 20))
         .min(geometry.max_record() - (64 << 10))
         .min(FILL_BUFFER_MAX);
+    let max_stream_bytes = (cfg.max_item_size_mb * (1 << 20)).min(geometry.max_record());
     Ok(Some(DiskNode {
         shards,
         max_item_bytes,
+        max_stream_bytes,
     }))
 }
 
