@@ -32,6 +32,12 @@
 //! - Fills are written behind the client's stream: [`DiskTier::insert`] queues the entry (at
 //!   most [`QUEUE_JOBS`] entries and [`QUEUE_BYTES`]) and returns; one writer task per core
 //!   writes them in order. A full queue drops the write (`cache_disk_queue_drops_total`).
+//!   Bodies too large to assemble in memory (over [`node::FILL_BUFFER_MAX`]) are streamed
+//!   instead ([`DiskTier::stream_begin`], fed by the pipeline's `Tee` from whichever core
+//!   serves the miss): the record's space is reserved and marked by a filler header, the body
+//!   is hashed and written in 256 KiB aligned pieces as it passes through, and the entry's
+//!   header replaces the filler only once every declared byte arrived. A piece the queue cannot
+//!   take abandons the record; the client's response never waits for the disk.
 //! - A failing disk is a miss: read errors, write errors (ENOSPC, EIO, EROFS) and a vanished
 //!   directory are counted, logged at most once per [`LOG_INTERVAL`], and the request goes on
 //!   to the next tier.
