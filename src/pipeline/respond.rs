@@ -163,14 +163,15 @@ type DiskTee = crate::cache::owner::Tee<Rc<Growing>>;
 /// How a storable 200 of `len` bytes fills the cache: assembled in memory ([`Filling`]) when it
 /// fits the item limit (bodies only the disk tier keeps also need room in the core's
 /// [`DISK_STAGING_BYTES`]); else, with a disk tier, streamed to the owner's disk as it passes
-/// through (a [`DiskTee`], holding `f` so the key's flight lasts as long); else not at all.
+/// through (a [`DiskTee`]; the key's flight ends at once, so requests waiting on it fetch for
+/// themselves instead of waiting for a fill they cannot share); else not at all.
 fn plan_fill(
     shard: &Shard,
     resp: &Response<'_>,
     f: Fill,
     ttl: std::time::Duration,
     len: u64,
-) -> (Option<Filling>, Option<(DiskTee, Fill)>) {
+) -> (Option<Filling>, Option<DiskTee>) {
     if len <= f.max_item_bytes {
         let staging = if len > shard.cache.memory_item_max() {
             Staging::reserve(&shard.disk_staging, len)
@@ -189,10 +190,7 @@ fn plan_fill(
     }
     let meta =
         CachedObject::from_response(bytes::Bytes::new(), &resp.headers, SystemTime::now(), ttl);
-    match shard.cache.tee(&f.key, meta, len) {
-        Some(t) => (None, Some((t, f))),
-        None => (None, None),
-    }
+    (None, shard.cache.tee(&f.key, meta, len))
 }
 
 /// How the body goes to the client (RFC 9112 section 6).
@@ -258,10 +256,7 @@ pub async fn origin(
     if let Some(f) = fill {
         return Ok(fill_and_deliver(shard, conn, resp, f, keep_alive).await);
     }
-    let (mut tee, _lease) = match tee {
-        Some((t, fill)) => (Some(t), Some(fill)),
-        None => (None, None),
-    };
+    let mut tee = tee;
     let (sent, ok) = stream_body(
         conn,
         &mut resp,

@@ -277,9 +277,12 @@ struct State {
     queued_bytes: u64,
     writer: Option<Waker>,
     closed: bool,
-    /// Streams whose chunk was refused (full queue): their later chunks are ignored and their
-    /// end abandons them.
+    /// Streams whose chunk was refused (full queue) or whose key was already streaming: their
+    /// later chunks are ignored and their end abandons them.
     aborted: std::collections::HashSet<u64>,
+    /// Keys with a stream queued or being written, so two misses of one large object do not
+    /// both write it (the second is refused).
+    streaming: HashMap<u64, CacheKey>,
 }
 
 /// One core's partition of the disk tier (see the module doc). `!Send`; lives in the core's
@@ -365,6 +368,7 @@ impl DiskTier {
                 writer: None,
                 closed: false,
                 aborted: Default::default(),
+                streaming: HashMap::new(),
             }),
             streams: RefCell::new(HashMap::new()),
             last_log: Cell::new(None),
@@ -736,9 +740,11 @@ impl DiskTier {
     /// queued (not when too large or closed).
     pub fn stream_begin(&self, id: u64, key: &CacheKey, meta: Arc<CachedObject>, len: u64) -> bool {
         let mut st = self.state.borrow_mut();
-        if st.closed || len > self.max_stream {
+        if st.closed || len > self.max_stream || st.streaming.values().any(|k| k == key) {
+            st.aborted.insert(id);
             return false;
         }
+        st.streaming.insert(id, key.clone());
         let purge_gen = st.purge_gen;
         st.queue.push_back((
             Job::StreamBegin {
@@ -784,6 +790,7 @@ impl DiskTier {
     pub fn stream_end(&self, id: u64, complete: bool) {
         let mut st = self.state.borrow_mut();
         let aborted = st.aborted.remove(&id);
+        st.streaming.remove(&id);
         st.queue.push_back((
             Job::StreamEnd {
                 id,
