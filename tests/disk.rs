@@ -15,7 +15,9 @@
 //! need (`cache_disk_read_bytes_total`); `--check` names `cache.disk.cache_dir` when it cannot
 //! be created (exit 1, and 2 at start); a shard-count change drops the old shard directories;
 //! a 72 MiB body (over what a fill assembles in memory) streams to disk as it passes through
-//! and is served from disk, Range included, after a restart.
+//! and is served from disk, Range included, after a restart; a 304 revalidation makes a
+//! disk-only entry fresh again (a 3 MiB entry rewritten, a 66 MiB streamed one refreshed in
+//! place), so the next GET is a disk hit with no S3 request.
 //!
 //! Fills reach the disk behind the response (one writer task per core): every test that needs
 //! them on disk polls `/metrics` (`yatagarasu_cache_items{layer="disk"}`) with a deadline first.
@@ -1181,4 +1183,75 @@ fn a_body_over_the_fill_buffer_streams_to_disk_and_serves_after_a_restart() {
         0,
         "no S3 GET after the restart"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. A 304 revalidation refreshes the disk entry's freshness.
+
+#[test]
+fn a_revalidation_refreshes_disk_entries_in_place_and_by_rewrite() {
+    let (_tmp, dir) = cache_dir();
+    // 3 MiB: disk only (memory items up to 1 MiB), rewritten; 66 MiB: streamed, header rewritten
+    // in place. Fresh for 6 s (serving 66 MiB from a debug build takes a while).
+    let t = Tiers {
+        disk_item_mb: 1024,
+        ..Tiers::new(1024, 64, 1)
+    }
+    .shards(2);
+    let yaml = disk_yaml(&dir, t).replace("default_ttl_seconds: 3600", "default_ttl_seconds: 6");
+    assert!(yaml.contains("default_ttl_seconds: 6"));
+    let objs = upload("reval", &[3 * MIB, 66 * MIB]);
+    let p = Proxy::start(&yaml);
+    for o in &objs {
+        let mut stored = false;
+        for _ in 0..4 {
+            let before = disk_items(&p);
+            let r = get_exact(&p, o);
+            assert!(r.is_miss() || r.is_hit(), "{}: {}", o.key, r.describe());
+            let deadline = Instant::now() + SETTLE;
+            while Instant::now() < deadline && !stored {
+                stored = disk_items(&p) > before;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if stored {
+                break;
+            }
+        }
+        assert!(stored, "{} never reached the disk", o.key);
+    }
+    std::thread::sleep(Duration::from_millis(6500));
+    // Each one in turn (serving 66 MiB to this test's client takes seconds of the TTL).
+    for o in &objs {
+        let before = s3_gets(&[o])[0];
+        let r = get_exact(&p, o);
+        assert!(
+            r.cache_status().contains("fwd=stale; fwd-status=304"),
+            "{}: an expired entry is revalidated: {}",
+            o.key,
+            r.describe()
+        );
+        assert_eq!(
+            s3_gets(&[o])[0] - before,
+            1,
+            "{}: one conditional GET",
+            o.key
+        );
+        // Fresh again on disk: the next GET makes no S3 request. The refresh is written
+        // behind the response, so give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        let before = s3_gets(&[o])[0];
+        let r = get_exact(&p, o);
+        assert!(
+            r.is_disk_hit(),
+            "{}: after the refresh: {}",
+            o.key,
+            r.describe()
+        );
+        assert_eq!(
+            s3_gets(&[o])[0] - before,
+            0,
+            "{}: no S3 GET once refreshed",
+            o.key
+        );
+    }
 }

@@ -193,6 +193,12 @@ impl DiskReader {
     }
 }
 
+/// Whether a disk body of shard `shard` is a streamed record (aligned body offset), whose
+/// header a revalidation rewrites in place.
+fn in_place(body: &DiskBody, shard: usize) -> bool {
+    body.shard == shard && (body.body_offset as usize).is_multiple_of(ALIGN)
+}
+
 fn bucket_str<'k>(key: &CacheKeyRef<'k>) -> &'k str {
     std::str::from_utf8(key.bucket).unwrap_or("-")
 }
@@ -513,11 +519,17 @@ impl DiskTier {
     /// (counted) or a closed tier: not).
     pub fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool {
         let len = obj.len();
-        if len > self.max_item {
+        // A revalidated streamed entry of this shard is refreshed in place (its header only).
+        let in_place = obj.disk.as_ref().is_some_and(|d| in_place(d, self.shard));
+        if len > self.max_item && !in_place {
             return false;
         }
         let mut st = self.state.borrow_mut();
-        let cost = len + ALIGN as u64;
+        let cost = if in_place {
+            ALIGN as u64
+        } else {
+            len + ALIGN as u64
+        };
         if st.closed {
             return false;
         }
@@ -653,6 +665,9 @@ impl DiskTier {
                 if self.state.borrow().purge_gen != purge_gen {
                     return;
                 }
+                if let Some(body) = obj.disk.as_ref().filter(|d| in_place(d, self.shard)) {
+                    return self.refresh_in_place(&key, &obj, body).await;
+                }
                 let obj = match &obj.disk {
                     // A revalidated disk entry: rewrite it with its body read back.
                     Some(body) => match self
@@ -727,6 +742,43 @@ impl DiskTier {
         m.disk.bytes.add(slot.record_len as i64);
         if let Some(old) = st.index.insert(key.clone(), slot) {
             self.uncount(key, old.record_len);
+        }
+    }
+
+    /// Rewrite the header of `key`'s streamed record `body` with `obj`'s metadata (a 304
+    /// revalidation: new freshness, merged headers), when the new header fits the record's
+    /// header space and the record is still the indexed one. A torn rewrite makes the record
+    /// invalid (a miss after a restart), never a mix of old and new.
+    async fn refresh_in_place(&self, key: &CacheKey, obj: &CachedObject, body: &DiskBody) {
+        let meta = format::entry_meta_bytes(key, obj);
+        let (body_offset, _) = format::streamed_layout(meta.len(), body.body_len);
+        if body_offset != body.body_offset as usize {
+            return;
+        }
+        let (seq, gen) = {
+            let st = self.state.borrow();
+            let Some(slot) = st.index.get(key).filter(|s| s.pos == body.pos) else {
+                return;
+            };
+            let region = (slot.pos / self.geometry.region_bytes) as usize;
+            let Some(gen) = st.regions[region].gen else {
+                return;
+            };
+            (slot.seq, gen)
+        };
+        let header = format::encode_streamed_header(seq, gen, &meta, &body.table, body.body_len);
+        let len = header.len() as u64;
+        let (res, _) = self.reader.files[self.shard]
+            .write_all_at(header, body.pos)
+            .await;
+        match res {
+            Ok(()) => self.metrics.disk.write_bytes.add(len),
+            Err(e) => {
+                self.metrics.disk.write_errors.inc();
+                self.log(&format!("write failed ({e})"), key);
+                // The header may be torn: forget the record.
+                self.drop_slot(key, seq);
+            }
         }
     }
 
