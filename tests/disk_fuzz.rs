@@ -454,3 +454,72 @@ fn a_shard_never_serves_a_wrong_or_purged_body() {
     );
     assert!(rec.hits > 100, "the test should hit often");
 }
+
+/// One short run of a fresh tier on `dir`: `f` acts on it, the writer drains, then whether
+/// `b/x` is served.
+fn short_run(dir: &Path, g: Geometry, f: impl FnOnce(&DiskTier)) -> bool {
+    let seed = open_shard(dir, g).expect("open_shard");
+    block_on(async {
+        let m = Arc::new(ShardMetrics::standalone());
+        let reader = Rc::new(
+            DiskReader::new(std::slice::from_ref(&seed.file), !legacy(), m.clone())
+                .expect("reader"),
+        );
+        let tier = Rc::new(DiskTier::new(0, &seed, MAX_ITEM, reader, m));
+        let writer = monoio::spawn(tier.clone().run_writer());
+        f(&tier);
+        tier.close();
+        writer.await;
+        let x = CacheKey::new("b", b"x", None);
+        tier.get(&x.as_ref_key(), true, u64::MAX).await.is_some()
+    })
+}
+
+/// KNOWN GAP (ignored until fixed): a byte flipped in a purge's tombstone makes the scan stop
+/// there, so the purge is forgotten and the purged entry, still intact in an older region,
+/// is served again after a restart. Checksums keep out wrong bytes, not purged ones.
+#[test]
+#[ignore = "known gap: a corrupted tombstone un-purges older entries (see the report)"]
+fn a_flipped_tombstone_does_not_bring_a_purged_entry_back() {
+    let tmp = tempfile::Builder::new()
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let dir = tmp.path().join("shard-0-of-1");
+    let g = Geometry::for_share(8 << 20).expect("geometry");
+    let x = CacheKey::new("b", b"x", None);
+    short_run(&dir, g, |t| assert!(t.insert(&x, &object_of(1, 1000))));
+    // Fill past the first region so the tombstone lands in a later one.
+    for i in 0..12 {
+        let k = CacheKey::new("b", format!("f{i}").as_bytes(), None);
+        short_run(&dir, g, |t| {
+            assert!(t.insert(&k, &object_of(100 + i, 200_000)))
+        });
+    }
+    short_run(&dir, g, |t| {
+        t.purge(&PurgeScope::Object("b".into(), b"x".to_vec()));
+    });
+    assert!(!short_run(&dir, g, |_| {}), "purged, clean restart");
+    // Flip one bit of the tombstone's header checksum (record magic, kind byte 1).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("data"))
+        .expect("data");
+    let len = f.metadata().expect("metadata").len();
+    let mut b = [0u8; 64];
+    let tomb = (0..len)
+        .step_by(4096)
+        .filter(|&at| {
+            f.read_exact_at(&mut b, at).expect("read");
+            &b[0..8] == b"YATADSK1" && b[52] == 1
+        })
+        .last()
+        .expect("a tombstone");
+    f.read_exact_at(&mut b, tomb).expect("read");
+    b[60] ^= 1;
+    f.write_all_at(&b, tomb).expect("write");
+    assert!(
+        !short_run(&dir, g, |_| {}),
+        "a purged entry came back after its tombstone was corrupted"
+    );
+}
