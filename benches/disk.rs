@@ -54,8 +54,10 @@ const BUCKET: &str = "bench";
 type Runtime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
 
 fn runtime() -> Runtime {
+    // As on every shard: a blocking pool (the disk tier truncates its purge journal there).
     monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(1024)
+        .attach_thread_pool(Box::new(monoio::blocking::DefaultThreadPool::new(1)))
         .enable_timer()
         .build()
         .expect("io_uring runtime (the disk bench needs io_uring)")

@@ -55,6 +55,7 @@ pub const BLOCK: usize = 64 * 1024;
 pub const FIXED_BYTES: usize = 64;
 
 const RECORD_MAGIC: [u8; 8] = *b"YATADSK1";
+const PURGE_MAGIC: [u8; 8] = *b"YATAPRG1";
 const REGION_MAGIC: [u8; 8] = *b"YATAREG1";
 
 /// What a record is.
@@ -315,6 +316,55 @@ pub fn encode_filler(seq: u64, gen: u64, record_len: u64) -> AlignedBuf {
     buf
 }
 
+/// One entry of a shard's purge journal (`purges`, one [`ALIGN`]-byte slot per purge): magic
+/// `YATAPRG1`, the purge's sequence number, the bincode scope's length and bytes, and an XXH3-64
+/// of the slot's first 4088 bytes in its last 8. A scope too long for a slot (an object key of
+/// several KiB) is journaled as its whole bucket, which purges more, never less.
+pub fn encode_purge(seq: u64, scope: &TombScope) -> AlignedBuf {
+    let mut bytes = bincode::serde::encode_to_vec(scope, bincode_cfg()).unwrap_or_default();
+    if bytes.len() > ALIGN - 32 {
+        let bucket = match scope {
+            TombScope::Object(b, _) | TombScope::Bucket(b) => TombScope::Bucket(b.clone()),
+            TombScope::All => TombScope::All,
+        };
+        bytes = bincode::serde::encode_to_vec(&bucket, bincode_cfg()).unwrap_or_default();
+        if bytes.len() > ALIGN - 32 {
+            bytes =
+                bincode::serde::encode_to_vec(TombScope::All, bincode_cfg()).unwrap_or_default();
+        }
+    }
+    let mut buf = AlignedBuf::zeroed(ALIGN);
+    let b = buf.as_mut_full();
+    b[0..8].copy_from_slice(&PURGE_MAGIC);
+    b[8..16].copy_from_slice(&seq.to_le_bytes());
+    b[16..20].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    b[20..20 + bytes.len()].copy_from_slice(&bytes);
+    let sum = xxh3_64(&b[..ALIGN - 8]);
+    b[ALIGN - 8..].copy_from_slice(&sum.to_le_bytes());
+    buf.set_len(ALIGN);
+    buf
+}
+
+/// A purge journal slot: (sequence number, scope), or why not (any damage, a torn write or a
+/// slot never written included: the journal has no gaps, so every slot must decode).
+pub fn decode_purge(b: &[u8]) -> Result<(u64, TombScope), Corrupt> {
+    if b.len() < ALIGN {
+        return Err(Corrupt::Short);
+    }
+    if b[0..8] != PURGE_MAGIC {
+        return Err(Corrupt::NoRecord);
+    }
+    if u64_at(b, ALIGN - 8) != xxh3_64(&b[..ALIGN - 8]) {
+        return Err(Corrupt::Checksum);
+    }
+    let len = u32_at(b, 16) as usize;
+    let scope = b.get(20..20 + len).ok_or(Corrupt::Checksum)?;
+    let scope = bincode::serde::decode_from_slice(scope, bincode_cfg())
+        .map_err(|_| Corrupt::Checksum)?
+        .0;
+    Ok((u64_at(b, 8), scope))
+}
+
 /// The tombstone record of `scope` with sequence `seq` at region generation `gen`.
 pub fn encode_tombstone(seq: u64, gen: u64, scope: &TombScope) -> AlignedBuf {
     let meta = bincode::serde::encode_to_vec(scope, bincode_cfg()).unwrap_or_default();
@@ -570,6 +620,23 @@ mod tests {
                 (Kind::Filler, record_len)
             );
         }
+    }
+
+    #[test]
+    fn a_purge_slot_round_trips_and_every_flip_is_detected() {
+        let scope = TombScope::Object("media".into(), b"a/b.png".to_vec());
+        let slot = encode_purge(77, &scope);
+        assert_eq!(decode_purge(slot.as_ref()), Ok((77, scope)));
+        for at in [0, 7, 8, 16, 20, 30, 100, ALIGN - 9, ALIGN - 1] {
+            let mut bad = slot.as_ref().to_vec();
+            bad[at] ^= 0x01;
+            assert!(decode_purge(&bad).is_err(), "flip at {at}");
+        }
+        let huge = TombScope::Object("b".into(), vec![b'k'; 8000]);
+        assert_eq!(
+            decode_purge(encode_purge(1, &huge).as_ref()),
+            Ok((1, TombScope::Bucket("b".into())))
+        );
     }
 
     #[test]

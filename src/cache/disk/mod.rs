@@ -121,6 +121,8 @@ pub enum ReadFailed {
 pub struct DiskReader {
     files: Vec<DiskFile>,
     metrics: Arc<ShardMetrics>,
+    uring: bool,
+    in_flight: Rc<Cell<usize>>,
 }
 
 impl DiskReader {
@@ -135,7 +137,22 @@ impl DiskReader {
             .iter()
             .map(|f| DiskFile::new(f, uring, in_flight.clone()))
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(DiskReader { files, metrics })
+        Ok(DiskReader {
+            files,
+            metrics,
+            uring,
+            in_flight,
+        })
+    }
+
+    /// Whether this core reads through its io_uring ring.
+    pub fn uring(&self) -> bool {
+        self.uring
+    }
+
+    /// This core's count of operations on the blocking pool (epoll driver).
+    pub fn in_flight(&self) -> Rc<Cell<usize>> {
+        self.in_flight.clone()
     }
 
     /// Read `len` bytes (aligned) at `pos` (aligned) of shard `shard`'s file; short reads are
@@ -248,6 +265,14 @@ enum Job {
     StreamEnd { id: u64, complete: bool },
 }
 
+/// Slots of a shard's purge journal before it is compacted (what fits the budget's slack).
+pub const JOURNAL_SLOTS: usize = ((node::SLACK_BYTES - (64 << 10)) / ALIGN as u64) as usize;
+
+/// The purges a shard's journal holds, in slot order.
+struct Journal {
+    purges: Vec<(u64, TombScope)>,
+}
+
 /// Body bytes a streamed record collects before one aligned write.
 const STREAM_PIECE: usize = 4 * BLOCK;
 
@@ -303,6 +328,11 @@ pub struct DiskTier {
     state: RefCell<State>,
     /// Streamed records in progress (the writer task's alone).
     streams: RefCell<HashMap<u64, Stream>>,
+    /// The purge journal: this core's handle, the shared descriptor (for truncation on the
+    /// blocking pool) and the purges it holds (the writer task's alone).
+    journal_file: DiskFile,
+    journal_std: Arc<std::fs::File>,
+    journal: RefCell<Journal>,
     last_log: Cell<Option<Instant>>,
 }
 
@@ -317,6 +347,9 @@ impl DiskTier {
         metrics: Arc<ShardMetrics>,
     ) -> DiskTier {
         let g = seed.geometry;
+        // Through the ring when the descriptor can be duplicated, else on the blocking pool.
+        let journal_file = DiskFile::new(&seed.journal, reader.uring(), reader.in_flight())
+            .unwrap_or_else(|_| DiskFile::Pool(seed.journal.clone(), reader.in_flight()));
         let mut regions: Vec<Region> = seed
             .regions
             .iter()
@@ -377,6 +410,11 @@ impl DiskTier {
                 streaming: HashMap::new(),
             }),
             streams: RefCell::new(HashMap::new()),
+            journal_file,
+            journal_std: seed.journal.clone(),
+            journal: RefCell::new(Journal {
+                purges: seed.purges.clone(),
+            }),
             last_log: Cell::new(None),
         }
     }
@@ -691,12 +729,7 @@ impl DiskTier {
                 let buf = format::encode_entry(seq, gen, &key, &obj);
                 (Some((key, purge_gen, seq)), (buf, pos))
             }
-            Job::Tombstone(scope) => {
-                let Some((pos, gen, seq)) = self.reserve(ALIGN as u64, None).await else {
-                    return;
-                };
-                (None, (format::encode_tombstone(seq, gen, &scope), pos))
-            }
+            Job::Tombstone(scope) => return self.journal_purge(scope).await,
         };
         let (buf, pos) = record;
         let len = buf.len() as u64;
@@ -779,6 +812,81 @@ impl DiskTier {
                 // The header may be torn: forget the record.
                 self.drop_slot(key, seq);
             }
+        }
+    }
+
+    /// Append a purge to the journal (so a restart honours it), compacting the journal first
+    /// when it is full. A failed write is counted and logged; the purge then holds until the
+    /// next restart only.
+    async fn journal_purge(&self, scope: TombScope) {
+        let seq = {
+            let mut st = self.state.borrow_mut();
+            st.next_seq += 1;
+            st.next_seq - 1
+        };
+        if self.journal.borrow().purges.len() >= JOURNAL_SLOTS {
+            self.compact_journal(seq).await;
+        }
+        let slot = self.journal.borrow().purges.len();
+        let buf = format::encode_purge(seq, &scope);
+        let (res, _) = self
+            .journal_file
+            .write_all_at(buf, (slot * ALIGN) as u64)
+            .await;
+        match res {
+            Ok(()) => {
+                self.metrics.disk.write_bytes.add(ALIGN as u64);
+                self.journal.borrow_mut().purges.push((seq, scope));
+            }
+            Err(e) => {
+                self.metrics.disk.write_errors.inc();
+                tracing::warn!(shard = self.shard, error = %e, "disk tier: a purge could not be journaled; it holds until the next restart only");
+            }
+        }
+    }
+
+    /// Rewrite a full journal with the purges that may still matter (not older than the
+    /// oldest written region). If those still fill half of it, they are replaced by one purge
+    /// of everything at `seq` (and the partition's index is emptied to match). Slots are
+    /// rewritten first, then the file is cut (on the blocking pool): a crash meanwhile leaves
+    /// older, still true purges behind.
+    async fn compact_journal(&self, seq: u64) {
+        let oldest = {
+            let st = self.state.borrow();
+            st.regions.iter().filter_map(|r| r.gen).min()
+        };
+        let mut kept: Vec<(u64, TombScope)> = self
+            .journal
+            .borrow()
+            .purges
+            .iter()
+            .filter(|(s, _)| oldest.is_some_and(|g| *s >= g))
+            .cloned()
+            .collect();
+        if kept.len() >= JOURNAL_SLOTS / 2 {
+            kept = vec![(seq, TombScope::All)];
+            let mut st = self.state.borrow_mut();
+            let all: Vec<(CacheKey, Slot)> = st.index.drain().collect();
+            for (k, s) in all {
+                self.uncount(&k, s.record_len);
+            }
+            st.purge_gen += 1;
+        }
+        for (i, (s, scope)) in kept.iter().enumerate() {
+            let buf = format::encode_purge(*s, scope);
+            let (res, _) = self
+                .journal_file
+                .write_all_at(buf, (i * ALIGN) as u64)
+                .await;
+            if res.is_err() {
+                self.metrics.disk.write_errors.inc();
+                return;
+            }
+        }
+        let file = self.journal_std.clone();
+        let len = (kept.len() * ALIGN) as u64;
+        if let Ok(Ok(())) = monoio::spawn_blocking(move || file.set_len(len)).await {
+            self.journal.borrow_mut().purges = kept;
         }
     }
 

@@ -13,6 +13,9 @@
 //! cache_dir/
 //!   shard-0-of-2/format   one line: format version and geometry (region size, region count)
 //!   shard-0-of-2/data     regions x region_bytes, written as a ring of regions
+//!   shard-0-of-2/purges   the purge journal: one 4 KiB checksummed slot per purge, compacted
+//!                         at start; a damaged journal empties the shard (a purge it held
+//!                         must never be forgotten)
 //!   shard-1-of-2/...
 //! ```
 //!
@@ -44,8 +47,9 @@ pub const MAX_REGION_BYTES: u64 = 1 << 30;
 /// Smallest region, bytes.
 pub const MIN_REGION_BYTES: u64 = 1 << 20;
 
-/// Bytes of each shard's budget kept for its `format` file and directory entries.
-pub const SLACK_BYTES: u64 = 64 << 10;
+/// Bytes of each shard's budget kept for its `format` file, its purge journal and directory
+/// entries.
+pub const SLACK_BYTES: u64 = 1 << 20;
 
 /// Largest body a fill assembles in memory before the disk tier writes it, bytes; larger
 /// bodies stream to disk as they pass through ([`super::DiskTier::stream_begin`]).
@@ -130,6 +134,10 @@ pub struct ShardSeed {
     pub dir: PathBuf,
     /// The data file (`O_DIRECT` when the filesystem allows it).
     pub file: Arc<std::fs::File>,
+    /// The purge journal (`purges`: one 4 KiB slot per purge, no gaps).
+    pub journal: Arc<std::fs::File>,
+    /// The journal's purges that may still matter (compacted at start), in slot order.
+    pub purges: Vec<(u64, format::TombScope)>,
     /// Its geometry.
     pub geometry: Geometry,
     /// Per region, what the scan found.
@@ -261,35 +269,16 @@ pub fn open_shard(dir: &Path, geometry: Geometry) -> Result<ShardSeed, String> {
         |what: &str, e: io::Error| format!("cache.disk.cache_dir: {what} {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(|e| err("cannot create", e))?;
     let data_path = dir.join("data");
-    let (file, direct) = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_DIRECT)
-        .open(&data_path)
-    {
-        Ok(f) => (f, true),
-        // A filesystem without O_DIRECT (tmpfs before 6.6, some FUSE): buffered I/O, same format.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            tracing::warn!(path = %data_path.display(), "O_DIRECT refused: the disk tier uses buffered I/O here (see kernel-notes.md)");
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&data_path)
-                .map_err(|e| err("cannot open", e))?;
-            (f, false)
-        }
-        Err(e) => return Err(err("cannot open", e)),
-    };
+    let (file, direct) = open_direct(&data_path).map_err(|e| err("cannot open", e))?;
+    let journal_path = dir.join("purges");
+    let (journal, _) = open_direct(&journal_path).map_err(|e| err("cannot open", e))?;
     let format_path = dir.join("format");
     let line = geometry.line();
     let same = std::fs::read_to_string(&format_path).is_ok_and(|l| l == line);
     if !same {
         // New, or made for another size: start empty.
         file.set_len(0).map_err(|e| err("cannot truncate", e))?;
+        journal.set_len(0).map_err(|e| err("cannot truncate", e))?;
         let mut f = std::fs::File::create(&format_path).map_err(|e| err("cannot write", e))?;
         f.write_all(line.as_bytes())
             .and_then(|_| f.sync_all())
@@ -300,7 +289,19 @@ pub fn open_shard(dir: &Path, geometry: Geometry) -> Result<ShardSeed, String> {
         file.set_len(geometry.data_bytes())
             .map_err(|e| err("cannot truncate", e))?;
     }
-    let (regions, entries, max_seq) = scan(&file, geometry);
+    let purges = match read_journal(&journal) {
+        Some(p) => p,
+        None => {
+            // A purge it recorded might be lost: nothing older may be trusted. Start empty.
+            tracing::warn!(dir = %dir.display(), "disk tier: the purge journal is damaged; this shard starts empty");
+            file.set_len(0).map_err(|e| err("cannot truncate", e))?;
+            journal.set_len(0).map_err(|e| err("cannot truncate", e))?;
+            Vec::new()
+        }
+    };
+    let (regions, entries, max_seq) = scan(&file, geometry, &purges);
+    let purges = compact_journal(&journal, &regions, purges).map_err(|e| err("cannot write", e))?;
+    let max_seq = purges.iter().map(|(s, _)| *s).fold(max_seq, u64::max);
     let now_ns = format::from_ns(0)
         .elapsed()
         .map(|d| d.as_nanos() as u64)
@@ -308,6 +309,8 @@ pub fn open_shard(dir: &Path, geometry: Geometry) -> Result<ShardSeed, String> {
     Ok(ShardSeed {
         dir: dir.to_owned(),
         file: Arc::new(file),
+        journal: Arc::new(journal),
+        purges,
         geometry,
         regions,
         entries,
@@ -317,6 +320,65 @@ pub fn open_shard(dir: &Path, geometry: Geometry) -> Result<ShardSeed, String> {
     })
 }
 
+/// Open `path` for reading and writing, created if missing, with `O_DIRECT` when the
+/// filesystem allows it (else buffered, logged); whether it is direct.
+#[allow(clippy::disallowed_methods)] // start-up, off the shards
+fn open_direct(path: &Path) -> io::Result<(std::fs::File, bool)> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(false);
+    match o.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(f) => Ok((f, true)),
+        // A filesystem without O_DIRECT (tmpfs before 6.6, some FUSE): buffered I/O, same format.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::warn!(path = %path.display(), "O_DIRECT refused: the disk tier uses buffered I/O here (see kernel-notes.md)");
+            Ok((o.open(path)?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Every purge in `journal`, in slot order; `None` when any slot does not verify (a torn or
+/// flipped slot, or a length that is not whole slots): a purge may be lost.
+pub fn read_journal(journal: &std::fs::File) -> Option<Vec<(u64, format::TombScope)>> {
+    let len = journal.metadata().ok()?.len();
+    if !len.is_multiple_of(ALIGN as u64) {
+        return None;
+    }
+    let mut buf = AlignedBuf::zeroed((len as usize).max(ALIGN));
+    let bytes = read_at(journal, &mut buf, 0, len as usize)?;
+    if (bytes.len() as u64) < len {
+        return None;
+    }
+    bytes[..len as usize]
+        .chunks(ALIGN)
+        .map(|slot| format::decode_purge(slot).ok())
+        .collect()
+}
+
+/// Keep the purges that may still matter (not older than the oldest written region: every
+/// entry the others could purge is gone) and rewrite the journal with them: slots first (a
+/// crash meanwhile leaves older, still true purges after them), then the length.
+#[allow(clippy::disallowed_methods)] // start-up, off the shards
+fn compact_journal(
+    journal: &std::fs::File,
+    regions: &[RegionSeed],
+    purges: Vec<(u64, format::TombScope)>,
+) -> io::Result<Vec<(u64, format::TombScope)>> {
+    let oldest = regions.iter().filter_map(|r| r.gen).min();
+    let kept: Vec<_> = purges
+        .into_iter()
+        .filter(|(seq, _)| oldest.is_some_and(|g| *seq >= g))
+        .collect();
+    for (i, (seq, scope)) in kept.iter().enumerate() {
+        journal.write_all_at(
+            format::encode_purge(*seq, scope).as_ref(),
+            (i * ALIGN) as u64,
+        )?;
+    }
+    journal.set_len((kept.len() * ALIGN) as u64)?;
+    Ok(kept)
+}
+
 /// A record found by the scan, before tombstones are applied.
 enum Found {
     Entry(ScannedEntry),
@@ -324,9 +386,14 @@ enum Found {
 }
 
 /// Scan every region of `file`: region headers, then records in order until the first that
-/// does not verify. Returns the regions, the live entries (later records and tombstones
-/// applied) and the highest sequence number seen.
-pub fn scan(file: &std::fs::File, geometry: Geometry) -> (Vec<RegionSeed>, Vec<ScannedEntry>, u64) {
+/// does not verify. Returns the regions, the live entries (later records, the ring's
+/// tombstones and the journal's `purges` applied in sequence order) and the highest sequence
+/// number seen.
+pub fn scan(
+    file: &std::fs::File,
+    geometry: Geometry,
+    purges: &[(u64, format::TombScope)],
+) -> (Vec<RegionSeed>, Vec<ScannedEntry>, u64) {
     let mut regions = Vec::with_capacity(geometry.regions);
     let mut found: Vec<(u64, Found)> = Vec::new();
     let mut max_seq = 0u64;
@@ -406,6 +473,11 @@ pub fn scan(file: &std::fs::File, geometry: Geometry) -> (Vec<RegionSeed>, Vec<S
             write_pos: pos - start,
         });
     }
+    found.extend(
+        purges
+            .iter()
+            .map(|(seq, scope)| (*seq, Found::Tombstone(scope.clone()))),
+    );
     found.sort_unstable_by_key(|(seq, _)| *seq);
     let mut live: HashMap<CacheKey, ScannedEntry> = HashMap::new();
     for (_, f) in found {
