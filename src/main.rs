@@ -45,7 +45,9 @@ fn main() -> ExitCode {
     };
     if args.check {
         if cfg.cache.disk.enabled {
-            if let Err(e) = yatagarasu::cache::disk::node::check_dir(&cfg.cache.disk.cache_dir) {
+            let options = yatagarasu::app::runtime_options(&cfg);
+            let shards = yatagarasu_runtime::shard_count(&options).unwrap_or(1);
+            if let Err(e) = yatagarasu::cache::disk::node::check(&cfg.cache.disk, shards) {
                 eprintln!("{}: invalid config:\n{e}", args.config.display());
                 return ExitCode::from(1);
             }

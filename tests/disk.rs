@@ -1076,6 +1076,31 @@ fn a_cache_dir_that_cannot_be_created_fails_check_and_start() {
         format!("{out}{err}").contains("cache.disk.cache_dir"),
         "start: {out}{err}"
     );
+
+    // A budget smaller than a region and the journal per shard: named by --check too.
+    let (_tmp2, dir) = cache_dir();
+    let yaml = disk_yaml(&dir, Tiers::new(1, 64, 1).shards(2));
+    std::fs::write(&cfg, &yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--check, 1 MiB for 2 shards: {text}"
+    );
+    assert!(
+        text.contains("cache.disk.max_disk_cache_size_mb"),
+        "--check: {text}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

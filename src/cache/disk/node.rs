@@ -186,6 +186,28 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
+/// `--check`: what [`open`] would refuse, without touching the data: `cache_dir` cannot be
+/// created or written, or `max_disk_cache_size_mb` gives a shard less than one region.
+pub fn check(cfg: &DiskCacheConfig, shards: usize) -> Result<(), String> {
+    if !cfg.enabled {
+        return Ok(());
+    }
+    check_dir(&cfg.cache_dir)?;
+    geometry_for(cfg, shards.max(1)).map(|_| ())
+}
+
+fn geometry_for(cfg: &DiskCacheConfig, shards: usize) -> Result<Geometry, String> {
+    let share = cfg.max_disk_cache_size_mb * (1 << 20) / shards as u64;
+    Geometry::for_share(share).ok_or_else(|| {
+        format!(
+            "cache.disk.max_disk_cache_size_mb: {} MiB gives each of {shards} shards less than \
+             one {} MiB region and the 1 MiB journal",
+            cfg.max_disk_cache_size_mb,
+            MIN_REGION_BYTES >> 20
+        )
+    })
+}
+
 /// Open (creating what is missing) and scan the disk tier for `shards` shards. `None` when the
 /// tier is off. Errors: the directory cannot be created or written, a shard's file cannot be
 /// opened, or the budget is smaller than one region per shard; each names the path or key.
@@ -196,15 +218,7 @@ pub fn open(cfg: &DiskCacheConfig, shards: usize) -> Result<Option<DiskNode>, St
     }
     let shards = shards.max(1);
     check_dir(&cfg.cache_dir)?;
-    let share = cfg.max_disk_cache_size_mb * (1 << 20) / shards as u64;
-    let geometry = Geometry::for_share(share).ok_or_else(|| {
-        format!(
-            "cache.disk.max_disk_cache_size_mb: {} MiB gives each of {shards} shards less than \
-             one {} MiB region",
-            cfg.max_disk_cache_size_mb,
-            MIN_REGION_BYTES >> 20
-        )
-    })?;
+    let geometry = geometry_for(cfg, shards)?;
     drop_other_shard_counts(&cfg.cache_dir, shards);
     let seeds: Vec<Result<ShardSeed, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..shards)
