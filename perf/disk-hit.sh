@@ -23,7 +23,12 @@
 # env:      perf/lib.sh's (YATA_PERF_PROXY_CPU 0: the proxy shard and the nginx worker, one at a
 #           time under load; YATA_PERF_LOAD_CPU 1: wrk; YATA_PERF_RGW_ENV: a running RGW to reuse;
 #           YATA_PERF_NO_BUILD=1 with CARGO_TARGET_DIR: an existing binary; YATA_PERF_COMMIT ...),
-#           and YATA_PERF_DISK_SIZES ("4096 102400"): the object sizes in bytes.
+#           YATA_PERF_DISK_SIZES ("4096 102400"): the object sizes in bytes, and
+#           YATA_PERF_NGINX_MEMORY_MB (unset): put nginx in a cgroup-v1 memory cgroup of that many
+#           MiB, which its page cache is charged to, so a working set larger than the cap cannot
+#           stay in the page cache (the "cold" regime then stays cold for the whole run, as a
+#           working set larger than RAM would; "warm" is capped too). Needs
+#           /sys/fs/cgroup/memory (cgroup v1); the cgroup is removed on exit.
 #           Must run as root (or with passwordless sudo): drop_caches.
 # installs: the Debian test packages (tests/support/install-deps.sh: Ceph, nginx, wrk) when missing
 #           and RGW is started here; builds the release binary unless YATA_PERF_NO_BUILD=1. The
@@ -132,6 +137,19 @@ $SIGMAP
         tcp_nopush off;$LOCATIONS
     }" >"$NGX/nginx.conf"
 perf_start_nginx "$NGX"
+NGINX_CAP_NOTE="none"
+if [[ -n ${YATA_PERF_NGINX_MEMORY_MB:-} ]]; then
+  CG=/sys/fs/cgroup/memory/yata-perf-nginx-$$
+  [[ -d /sys/fs/cgroup/memory ]] || { echo "YATA_PERF_NGINX_MEMORY_MB needs the cgroup-v1 memory controller"; exit 1; }
+  mkdir -p "$CG"
+  echo $((YATA_PERF_NGINX_MEMORY_MB * 1048576)) >"$CG/memory.limit_in_bytes"
+  sleep 0.5
+  # The master and its worker(s).
+  for pid in $NGINX_PID $(pgrep -P "$NGINX_PID"); do echo "$pid" >"$CG/cgroup.procs"; done
+  # Exit commands run last registered first: move nginx back to the root cgroup, then remove it.
+  perf_on_exit "while read -r p; do echo \$p >/sys/fs/cgroup/memory/cgroup.procs; done <$CG/cgroup.procs; rmdir $CG"
+  NGINX_CAP_NOTE="${YATA_PERF_NGINX_MEMORY_MB} MiB memory cgroup (page cache included)"
+fi
 
 # ---- Yatagarasu: one shard, pinned, memory tier off, disk tier on --------------------------------
 CONF=$WORK/yatagarasu.yaml

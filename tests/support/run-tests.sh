@@ -37,10 +37,10 @@ run() { # label, then the command; output is kept for the summary, failures coun
   "$@" 2>&1 | tee -a "$LOG" || status=1
 }
 run "unit, runtime, cli and proxy tests (io_uring, 2 shards)" \
-  env YATA_TEST_SHARDS=2 cargo test --workspace --quiet
+  env YATA_TEST_SHARDS=2 cargo test --workspace --quiet --no-fail-fast
 run "proxy tests (io_uring, 1 shard)" env YATA_TEST_SHARDS=1 cargo test --quiet --test proxy
 run "every integration test file (epoll fallback, 2 shards)" \
-  env MONOIO_FORCE_LEGACY_DRIVER=1 YATA_TEST_SHARDS=2 cargo test --workspace --quiet --tests
+  env MONOIO_FORCE_LEGACY_DRIVER=1 YATA_TEST_SHARDS=2 cargo test --workspace --quiet --tests --no-fail-fast
 run "proxy tests (epoll fallback, 1 shard)" \
   env MONOIO_FORCE_LEGACY_DRIVER=1 YATA_TEST_SHARDS=1 cargo test --quiet --test proxy
 run "benches compile and run once" cargo bench --workspace --quiet -- --test
