@@ -59,20 +59,6 @@ struct Obj {
     bytes: Vec<u8>,
 }
 
-/// `len` deterministic pseudo-random bytes (xorshift64 from `seed`): any 64 of them in a row
-/// are unique in practice, so a test can find a body in a data file.
-fn object_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A per-run nonce for keys.
 fn nonce() -> String {
     let ns = std::time::SystemTime::now()
@@ -1016,6 +1002,22 @@ fn a_head_on_a_disk_hit_reads_only_the_header() {
 
 #[test]
 fn a_cache_dir_that_cannot_be_created_fails_check_and_start() {
+    /// `yatagarasu --check` on `cfg`: its exit status and what it printed.
+    fn check(cfg: &Path) -> (std::process::Output, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
+            .arg("--config")
+            .arg(cfg)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, text)
+    }
+
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
@@ -1023,17 +1025,7 @@ fn a_cache_dir_that_cannot_be_created_fails_check_and_start() {
     let cfg = tmp.path().join("c.yaml");
     std::fs::write(&cfg, &yaml).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, text) = check(&cfg);
     assert_eq!(out.status.code(), Some(1), "--check: {text}");
     assert!(text.contains("cache.disk.cache_dir"), "--check: {text}");
 
@@ -1081,17 +1073,7 @@ fn a_cache_dir_that_cannot_be_created_fails_check_and_start() {
     let (_tmp2, dir) = cache_dir();
     let yaml = disk_yaml(&dir, Tiers::new(1, 64, 1).shards(2));
     std::fs::write(&cfg, &yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_yatagarasu"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, text) = check(&cfg);
     assert_eq!(
         out.status.code(),
         Some(1),

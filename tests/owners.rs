@@ -57,19 +57,6 @@ struct Obj {
     sha256: String,
 }
 
-/// `len` deterministic pseudo-random bytes (xorshift64 from `seed`).
-fn object_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn obj(key: &str, bytes: Vec<u8>) -> Obj {
     Obj {
         key: key.to_owned(),

@@ -723,3 +723,17 @@ impl Drop for FaultyOrigin {
         let _ = self.child.wait();
     }
 }
+
+/// `len` deterministic pseudo-random bytes (xorshift64 from `seed`): any 64 of them in a row
+/// are unique in practice, so a test can find a body in a data file.
+pub fn object_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

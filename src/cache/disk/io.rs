@@ -49,19 +49,12 @@ impl DiskFile {
 
     /// Read up to `buf.capacity()` bytes at `pos` (aligned) into `buf`; the buffer's length is
     /// what was read (short at the end of the file). Loops over short reads.
-    pub async fn read_at(&self, mut buf: AlignedBuf, pos: u64) -> (io::Result<usize>, AlignedBuf) {
+    pub async fn read_at(&self, buf: AlignedBuf, pos: u64) -> (io::Result<usize>, AlignedBuf) {
         match self {
-            DiskFile::Uring(f) => {
-                let (res, b) = f.read_at(buf, pos).await;
-                (res, b)
-            }
+            DiskFile::Uring(f) => f.read_at(buf, pos).await,
             DiskFile::Pool(f, n) => {
-                if n.get() >= POOL_IN_FLIGHT {
-                    return (Err(io::ErrorKind::WouldBlock.into()), buf);
-                }
-                n.set(n.get() + 1);
                 let f = f.clone();
-                let joined = monoio::spawn_blocking(move || {
+                on_pool(n, buf, move |mut buf| {
                     let cap = buf.capacity();
                     let mut done = 0;
                     let res = loop {
@@ -80,15 +73,7 @@ impl DiskFile {
                     buf.set_len(done);
                     (res, buf)
                 })
-                .await;
-                n.set(n.get() - 1);
-                match joined {
-                    Ok(r) => r,
-                    Err(_) => (
-                        Err(io::Error::other("blocking pool")),
-                        AlignedBuf::zeroed(1),
-                    ),
-                }
+                .await
             }
         }
     }
@@ -98,25 +83,30 @@ impl DiskFile {
         match self {
             DiskFile::Uring(f) => f.write_all_at(buf, pos).await,
             DiskFile::Pool(f, n) => {
-                if n.get() >= POOL_IN_FLIGHT {
-                    return (Err(io::ErrorKind::WouldBlock.into()), buf);
-                }
-                n.set(n.get() + 1);
                 let f = f.clone();
-                let joined = monoio::spawn_blocking(move || {
-                    let res = f.write_all_at(buf.as_ref(), pos);
-                    (res, buf)
-                })
-                .await;
-                n.set(n.get() - 1);
-                match joined {
-                    Ok(r) => r,
-                    Err(_) => (
-                        Err(io::Error::other("blocking pool")),
-                        AlignedBuf::zeroed(1),
-                    ),
-                }
+                on_pool(n, buf, move |buf| (f.write_all_at(buf.as_ref(), pos), buf)).await
             }
         }
     }
+}
+
+/// Run `op` (a blocking read or write of `buf`) on the blocking pool, counted in `in_flight`:
+/// over [`POOL_IN_FLIGHT`] it is refused (`WouldBlock`: a read is a miss, a write a drop).
+async fn on_pool<R: Send + 'static>(
+    in_flight: &Cell<usize>,
+    buf: AlignedBuf,
+    op: impl FnOnce(AlignedBuf) -> (io::Result<R>, AlignedBuf) + Send + 'static,
+) -> (io::Result<R>, AlignedBuf) {
+    if in_flight.get() >= POOL_IN_FLIGHT {
+        return (Err(io::ErrorKind::WouldBlock.into()), buf);
+    }
+    in_flight.set(in_flight.get() + 1);
+    let joined = monoio::spawn_blocking(move || op(buf)).await;
+    in_flight.set(in_flight.get() - 1);
+    joined.unwrap_or_else(|_| {
+        (
+            Err(io::Error::other("the blocking pool dropped the operation")),
+            AlignedBuf::zeroed(1),
+        )
+    })
 }
