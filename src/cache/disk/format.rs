@@ -1,6 +1,6 @@
-//! The on-disk format of a disk shard: region headers and records (entries and purge
-//! tombstones), each checked by XXH3-64 checksums over its header and over every 64 KiB block
-//! of its body. Pure functions over byte slices: no I/O, `Send`, fuzzable.
+//! The on-disk format of a disk shard: region headers, records (entries and the fillers of
+//! streamed entries not yet sealed), each checked by XXH3-64 checksums over its header and over
+//! every 64 KiB block of its body, and the slots of the purge journal. Pure functions over byte slices: no I/O, `Send`, fuzzable.
 //!
 //! Cost: encoding copies the body once into an aligned buffer and hashes it (XXH3 ~20 GB/s);
 //! decoding a header is one bincode pass over ~200-500 bytes of metadata; verifying a block is
@@ -29,7 +29,7 @@
 //! | 40..44 | metadata length, bytes |
 //! | 44..48 | body blocks (`ceil(body / BLOCK)`) |
 //! | 48..52 | body offset from the record start |
-//! | 52 | kind: 0 entry, 1 tombstone, 2 filler (space of a streamed entry not sealed) |
+//! | 52 | kind: 0 entry, 2 filler (space of a streamed entry not sealed); 1 is unused |
 //! | 56..64 | XXH3-64 of bytes 0..56, the metadata and the block table |
 //! | 64.. | metadata (bincode 2, standard config), then one XXH3-64 per body block, then the body |
 //!
@@ -63,8 +63,6 @@ const REGION_MAGIC: [u8; 8] = *b"YATAREG1";
 pub enum Kind {
     /// A cached response.
     Entry,
-    /// A purge: every older entry it names is gone.
-    Tombstone,
     /// Space reserved for a streamed entry not (yet) sealed: the scan steps over it.
     Filler,
 }
@@ -86,7 +84,7 @@ pub struct Fixed {
     pub blocks: u32,
     /// Where the body starts, from the record start.
     pub body_offset: u32,
-    /// Entry or tombstone.
+    /// Entry or filler.
     pub kind: Kind,
 }
 
@@ -107,7 +105,7 @@ pub struct EntryMeta {
     pub expires_at_ns: u64,
 }
 
-/// What a tombstone purged.
+/// What a purge removed (a purge journal slot's scope).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum TombScope {
     /// Everything.
@@ -144,7 +142,7 @@ impl TombScope {
 pub struct Header {
     /// The fixed part.
     pub fixed: Fixed,
-    /// Entry metadata (kind Entry) or the purge (kind Tombstone).
+    /// Entry metadata (kind Entry), or nothing (a filler).
     pub meta: Meta,
     /// One XXH3-64 per body block.
     pub table: Vec<u64>,
@@ -155,8 +153,6 @@ pub struct Header {
 pub enum Meta {
     /// An entry.
     Entry(EntryMeta),
-    /// A tombstone.
-    Tombstone(TombScope),
     /// Reserved space to step over.
     Filler,
 }
@@ -218,12 +214,13 @@ pub fn decode_region_header(b: &[u8], index: u64) -> Option<u64> {
 
 /// Bytes an entry for `key` and `obj` takes on disk (what [`encode_entry`] allocates).
 pub fn entry_record_len(key: &CacheKey, obj: &CachedObject) -> usize {
-    let meta = meta_of(key, obj);
-    let meta_len = bincode::serde::encode_to_vec(&meta, bincode_cfg())
-        .map(|v| v.len())
-        .unwrap_or(0);
-    let body = obj.body.len();
-    align_up(FIXED_BYTES + meta_len + 8 * body.div_ceil(BLOCK) + body)
+    record_len_for(entry_meta_bytes(key, obj).len(), obj.body.len())
+}
+
+/// Bytes a compact record (body right after its header) takes for `meta_len` bytes of
+/// metadata and a `body_len`-byte body.
+pub fn record_len_for(meta_len: usize, body_len: usize) -> usize {
+    align_up(FIXED_BYTES + meta_len + 8 * body_len.div_ceil(BLOCK) + body_len)
 }
 
 fn meta_of(key: &CacheKey, obj: &CachedObject) -> EntryMeta {
@@ -244,8 +241,57 @@ fn meta_of(key: &CacheKey, obj: &CachedObject) -> EntryMeta {
 /// The record of entry (`key`, `obj`) with sequence `seq` in a region at generation `gen`: one
 /// aligned buffer of the whole record (its length is the record length).
 pub fn encode_entry(seq: u64, gen: u64, key: &CacheKey, obj: &CachedObject) -> AlignedBuf {
-    let meta = bincode::serde::encode_to_vec(meta_of(key, obj), bincode_cfg()).unwrap_or_default();
-    encode(seq, gen, Kind::Entry, &meta, &obj.body)
+    encode_entry_with(seq, gen, &entry_meta_bytes(key, obj), &obj.body)
+}
+
+/// [`encode_entry`] from metadata already encoded ([`entry_meta_bytes`]; its length sized the
+/// reservation, [`record_len_for`]).
+pub fn encode_entry_with(seq: u64, gen: u64, meta: &[u8], body: &[u8]) -> AlignedBuf {
+    let blocks = body.len().div_ceil(BLOCK);
+    let body_offset = FIXED_BYTES + meta.len() + 8 * blocks;
+    let record_len = record_len_for(meta.len(), body.len());
+    let mut buf = AlignedBuf::zeroed(record_len);
+    let b = buf.as_mut_full();
+    b[body_offset..body_offset + body.len()].copy_from_slice(body);
+    let table: Vec<u64> = body.chunks(BLOCK).map(xxh3_64).collect();
+    let fixed = Fixed {
+        seq,
+        region_gen: gen,
+        record_len: record_len as u64,
+        body_len: body.len() as u64,
+        meta_len: meta.len() as u32,
+        blocks: blocks as u32,
+        body_offset: body_offset as u32,
+        kind: Kind::Entry,
+    };
+    put_header(b, &fixed, meta, &table);
+    buf.set_len(record_len);
+    buf
+}
+
+/// Write a record header into `b`: the fixed part, `meta`, the block `table`, and the header
+/// checksum over them (the one layout every kind of record shares).
+fn put_header(b: &mut [u8], f: &Fixed, meta: &[u8], table: &[u64]) {
+    b[0..8].copy_from_slice(&RECORD_MAGIC);
+    b[8..16].copy_from_slice(&f.seq.to_le_bytes());
+    b[16..24].copy_from_slice(&f.region_gen.to_le_bytes());
+    b[24..32].copy_from_slice(&f.record_len.to_le_bytes());
+    b[32..40].copy_from_slice(&f.body_len.to_le_bytes());
+    b[40..44].copy_from_slice(&f.meta_len.to_le_bytes());
+    b[44..48].copy_from_slice(&f.blocks.to_le_bytes());
+    b[48..52].copy_from_slice(&f.body_offset.to_le_bytes());
+    b[52] = match f.kind {
+        Kind::Entry => 0,
+        Kind::Filler => 2,
+    };
+    b[FIXED_BYTES..FIXED_BYTES + meta.len()].copy_from_slice(meta);
+    let table_at = FIXED_BYTES + meta.len();
+    for (i, sum) in table.iter().enumerate() {
+        let at = table_at + 8 * i;
+        b[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+    let sum = header_sum(b, f.body_offset as usize);
+    b[56..64].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// The bincode metadata of entry (`key`, `obj`) (what a streamed record's header carries).
@@ -276,24 +322,17 @@ pub fn encode_streamed_header(
 ) -> AlignedBuf {
     let (body_offset, record_len) = streamed_layout(meta.len(), body_len);
     let mut buf = AlignedBuf::zeroed(body_offset);
-    let b = buf.as_mut_full();
-    b[0..8].copy_from_slice(&RECORD_MAGIC);
-    b[8..16].copy_from_slice(&seq.to_le_bytes());
-    b[16..24].copy_from_slice(&gen.to_le_bytes());
-    b[24..32].copy_from_slice(&record_len.to_le_bytes());
-    b[32..40].copy_from_slice(&body_len.to_le_bytes());
-    b[40..44].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    b[44..48].copy_from_slice(&(table.len() as u32).to_le_bytes());
-    b[48..52].copy_from_slice(&(body_offset as u32).to_le_bytes());
-    b[52] = 0;
-    b[FIXED_BYTES..FIXED_BYTES + meta.len()].copy_from_slice(meta);
-    let table_at = FIXED_BYTES + meta.len();
-    for (i, sum) in table.iter().enumerate() {
-        let at = table_at + 8 * i;
-        b[at..at + 8].copy_from_slice(&sum.to_le_bytes());
-    }
-    let sum = header_sum(b, body_offset);
-    b[56..64].copy_from_slice(&sum.to_le_bytes());
+    let fixed = Fixed {
+        seq,
+        region_gen: gen,
+        record_len,
+        body_len,
+        meta_len: meta.len() as u32,
+        blocks: table.len() as u32,
+        body_offset: body_offset as u32,
+        kind: Kind::Entry,
+    };
+    put_header(buf.as_mut_full(), &fixed, meta, table);
     buf.set_len(body_offset);
     buf
 }
@@ -303,15 +342,17 @@ pub fn encode_streamed_header(
 /// so the start-up scan can step over an entry a crash or an abandoned stream left unsealed.
 pub fn encode_filler(seq: u64, gen: u64, record_len: u64) -> AlignedBuf {
     let mut buf = AlignedBuf::zeroed(ALIGN);
-    let b = buf.as_mut_full();
-    b[0..8].copy_from_slice(&RECORD_MAGIC);
-    b[8..16].copy_from_slice(&seq.to_le_bytes());
-    b[16..24].copy_from_slice(&gen.to_le_bytes());
-    b[24..32].copy_from_slice(&record_len.to_le_bytes());
-    b[48..52].copy_from_slice(&(FIXED_BYTES as u32).to_le_bytes());
-    b[52] = 2;
-    let sum = header_sum(b, FIXED_BYTES);
-    b[56..64].copy_from_slice(&sum.to_le_bytes());
+    let fixed = Fixed {
+        seq,
+        region_gen: gen,
+        record_len,
+        body_len: 0,
+        meta_len: 0,
+        blocks: 0,
+        body_offset: FIXED_BYTES as u32,
+        kind: Kind::Filler,
+    };
+    put_header(buf.as_mut_full(), &fixed, &[], &[]);
     buf.set_len(ALIGN);
     buf
 }
@@ -365,44 +406,6 @@ pub fn decode_purge(b: &[u8]) -> Result<(u64, TombScope), Corrupt> {
     Ok((u64_at(b, 8), scope))
 }
 
-/// The tombstone record of `scope` with sequence `seq` at region generation `gen`.
-pub fn encode_tombstone(seq: u64, gen: u64, scope: &TombScope) -> AlignedBuf {
-    let meta = bincode::serde::encode_to_vec(scope, bincode_cfg()).unwrap_or_default();
-    encode(seq, gen, Kind::Tombstone, &meta, &[])
-}
-
-fn encode(seq: u64, gen: u64, kind: Kind, meta: &[u8], body: &[u8]) -> AlignedBuf {
-    let blocks = body.len().div_ceil(BLOCK);
-    let body_offset = FIXED_BYTES + meta.len() + 8 * blocks;
-    let record_len = align_up(body_offset + body.len());
-    let mut buf = AlignedBuf::zeroed(record_len);
-    let b = buf.as_mut_full();
-    b[0..8].copy_from_slice(&RECORD_MAGIC);
-    b[8..16].copy_from_slice(&seq.to_le_bytes());
-    b[16..24].copy_from_slice(&gen.to_le_bytes());
-    b[24..32].copy_from_slice(&(record_len as u64).to_le_bytes());
-    b[32..40].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    b[40..44].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    b[44..48].copy_from_slice(&(blocks as u32).to_le_bytes());
-    b[48..52].copy_from_slice(&(body_offset as u32).to_le_bytes());
-    b[52] = match kind {
-        Kind::Entry => 0,
-        Kind::Tombstone => 1,
-        Kind::Filler => 2,
-    };
-    b[FIXED_BYTES..FIXED_BYTES + meta.len()].copy_from_slice(meta);
-    let table_at = FIXED_BYTES + meta.len();
-    for (i, chunk) in body.chunks(BLOCK).enumerate() {
-        let at = table_at + 8 * i;
-        b[at..at + 8].copy_from_slice(&xxh3_64(chunk).to_le_bytes());
-    }
-    b[body_offset..body_offset + body.len()].copy_from_slice(body);
-    let sum = header_sum(b, body_offset);
-    b[56..64].copy_from_slice(&sum.to_le_bytes());
-    buf.set_len(record_len);
-    buf
-}
-
 fn header_sum(b: &[u8], body_offset: usize) -> u64 {
     let mut h = Xxh3::new();
     h.update(&b[0..56]);
@@ -437,7 +440,6 @@ pub fn peek_fixed(b: &[u8]) -> Result<Fixed, Corrupt> {
         body_offset: u32_at(b, 48),
         kind: match b[52] {
             0 => Kind::Entry,
-            1 => Kind::Tombstone,
             2 => Kind::Filler,
             _ => return Err(Corrupt::Checksum),
         },
@@ -479,11 +481,6 @@ pub fn decode_header(b: &[u8]) -> Result<Header, Corrupt> {
     let meta = match fixed.kind {
         Kind::Filler => Meta::Filler,
         Kind::Entry => Meta::Entry(
-            bincode::serde::decode_from_slice(meta_bytes, bincode_cfg())
-                .map_err(|_| Corrupt::Checksum)?
-                .0,
-        ),
-        Kind::Tombstone => Meta::Tombstone(
             bincode::serde::decode_from_slice(meta_bytes, bincode_cfg())
                 .map_err(|_| Corrupt::Checksum)?
                 .0,
@@ -640,15 +637,13 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_header_is_short_and_a_tombstone_round_trips() {
-        let t = encode_tombstone(9, 2, &TombScope::Object("b".into(), b"k".to_vec()));
+    fn a_truncated_header_is_short_and_a_region_header_round_trips() {
+        let (key, obj) = sample(10);
+        let t = encode_entry(9, 2, &key, &obj);
         assert_eq!(
             decode_header(&t.as_ref()[..40]).unwrap_err(),
             Corrupt::Short
         );
-        let h = decode_header(t.as_ref()).unwrap();
-        assert_eq!(h.fixed.kind, Kind::Tombstone);
-        assert!(matches!(h.meta, Meta::Tombstone(TombScope::Object(..))));
         let r = encode_region_header(5, 3);
         assert_eq!(decode_region_header(r.as_ref(), 3), Some(5));
         assert_eq!(decode_region_header(r.as_ref(), 4), None);

@@ -48,7 +48,9 @@ impl DiskFile {
     }
 
     /// Read up to `buf.capacity()` bytes at `pos` (aligned) into `buf`; the buffer's length is
-    /// what was read (short at the end of the file). Loops over short reads.
+    /// what was read (short at the end of the file; the pool loops over short reads, the ring
+    /// returns one read's count, which for `O_DIRECT` on a regular file is short only at its
+    /// end; callers treat short as failed).
     pub async fn read_at(&self, buf: AlignedBuf, pos: u64) -> (io::Result<usize>, AlignedBuf) {
         match self {
             DiskFile::Uring(f) => f.read_at(buf, pos).await,

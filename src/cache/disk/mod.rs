@@ -4,9 +4,8 @@
 //!
 //! # Structure, and why
 //!
-//! Each shard's data file is a ring of large **regions** (a quarter of the shard's share, 1 to
-//! 256 MiB). Records (an entry: header, metadata, block checksums, body; or a purge tombstone)
-//! are appended to the current region; when it is full the oldest region is reused whole and
+//! Each shard's data file is a ring of large **regions** (a quarter of the shard's share, 1 MiB
+//! to 1 GiB). Records (an entry: header, metadata, block checksums, body) are appended to the current region; when it is full the oldest region is reused whole and
 //! every entry in it leaves the in-memory index (FIFO eviction by region). This is the layout
 //! of foyer's large-object engine and Traffic Server's cyclone buffer, chosen over a file per
 //! object because:
@@ -41,8 +40,9 @@
 //! - A failing disk is a miss: read errors, write errors (ENOSPC, EIO, EROFS) and a vanished
 //!   directory are counted, logged at most once per [`LOG_INTERVAL`], and the request goes on
 //!   to the next tier.
-//! - A purge removes entries from the index at once and appends a tombstone, so a restart does
-//!   not bring purged entries back. A crash may lose the entries written since the last
+//! - A purge removes entries from the index at once and is appended to the shard's purge
+//!   journal (`purges`: 4 KiB checksummed slots, no gaps), so a restart does not bring purged
+//!   entries back; a damaged journal empties the shard at start rather than forget a purge. A crash may lose the entries written since the last
 //!   completed write (no fsync: the disk tier is a cache), never serve a partial one.
 //!
 //! # Hot path and costs
@@ -593,7 +593,7 @@ impl DiskTier {
         true
     }
 
-    /// Forget `key` (it no longer matches S3). No tombstone: a forgotten entry that comes back
+    /// Forget `key` (it no longer matches S3). Not journaled: a forgotten entry that comes back
     /// after a restart is stale or superseded by a later record.
     pub fn remove(&self, key: &CacheKey) {
         let mut st = self.state.borrow_mut();
@@ -603,7 +603,7 @@ impl DiskTier {
     }
 
     /// Drop what `scope` names; how many entries. Queued writes offered before it are dropped
-    /// too, and a tombstone is queued (never dropped) so a restart honours the purge.
+    /// too, and the purge is queued for the journal (never dropped) so a restart honours it.
     pub fn purge(&self, scope: &PurgeScope) -> usize {
         let tomb = TombScope::from(scope);
         let mut st = self.state.borrow_mut();
@@ -625,15 +625,6 @@ impl DiskTier {
             w.wake();
         }
         doomed.len()
-    }
-
-    /// Entries and record bytes per bucket (`/admin/cache/stats`).
-    pub fn bucket_usage(&self, bucket: &str) -> (u64, u64) {
-        let st = self.state.borrow();
-        st.index
-            .iter()
-            .filter(|(k, _)| k.bucket() == bucket)
-            .fold((0, 0), |(n, b), (_, s)| (n + 1, b + s.record_len))
     }
 
     /// Write queued records until the tier is closed ([`DiskTier::close`]) and the queue is
@@ -722,11 +713,13 @@ impl DiskTier {
                     },
                     None => obj,
                 };
-                let len = format::entry_record_len(&key, &obj) as u64;
+                // The metadata is encoded once: its length sizes the reservation.
+                let meta = format::entry_meta_bytes(&key, &obj);
+                let len = format::record_len_for(meta.len(), obj.body.len()) as u64;
                 let Some((pos, gen, seq)) = self.reserve(len, Some(&key)).await else {
                     return;
                 };
-                let buf = format::encode_entry(seq, gen, &key, &obj);
+                let buf = format::encode_entry_with(seq, gen, &meta, &obj.body);
                 (Some((key, purge_gen, seq)), (buf, pos))
             }
             Job::Tombstone(scope) => return self.journal_purge(scope).await,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::aligned::{align_down, AlignedBuf, ALIGN};
-use super::format::{self, Corrupt, Kind, Meta};
+use super::format::{self, Corrupt, Meta};
 use crate::cache::CacheKey;
 use crate::config::DiskCacheConfig;
 
@@ -108,7 +108,7 @@ pub struct RegionSeed {
     pub write_pos: u64,
 }
 
-/// One live entry the scan found (tombstones applied).
+/// One live entry the scan found (the journal's purges applied).
 #[derive(Clone, Debug)]
 pub struct ScannedEntry {
     /// Its key.
@@ -393,16 +393,15 @@ fn compact_journal(
     Ok(kept)
 }
 
-/// A record found by the scan, before tombstones are applied.
+/// A record found by the scan, or a journaled purge, before purges are applied.
 enum Found {
     Entry(ScannedEntry),
     Tombstone(format::TombScope),
 }
 
 /// Scan every region of `file`: region headers, then records in order until the first that
-/// does not verify. Returns the regions, the live entries (later records, the ring's
-/// tombstones and the journal's `purges` applied in sequence order) and the highest sequence
-/// number seen.
+/// does not verify. Returns the regions, the live entries (later records and the journal's
+/// `purges` applied in sequence order) and the highest sequence number seen.
 pub fn scan(
     file: &std::fs::File,
     geometry: Geometry,
@@ -463,7 +462,7 @@ pub fn scan(
             };
             max_seq = max_seq.max(fixed.seq);
             match header.meta {
-                Meta::Entry(m) if fixed.kind == Kind::Entry => found.push((
+                Meta::Entry(m) => found.push((
                     fixed.seq,
                     Found::Entry(ScannedEntry {
                         key: m.cache_key(),
@@ -475,10 +474,8 @@ pub fn scan(
                         region: r,
                     }),
                 )),
-                Meta::Tombstone(scope) => found.push((fixed.seq, Found::Tombstone(scope))),
                 // A streamed entry never sealed (crash, abandoned stream): step over it.
                 Meta::Filler => {}
-                Meta::Entry(_) => break,
             }
             pos += fixed.record_len;
         }
