@@ -102,9 +102,17 @@ async fn on_pool<R: Send + 'static>(
     if in_flight.get() >= POOL_IN_FLIGHT {
         return (Err(io::ErrorKind::WouldBlock.into()), buf);
     }
+    /// Gives the slot back however the wait ends (a read timed out and dropped included: the
+    /// pool thread finishes the call, the count must not leak).
+    struct Slot<'a>(&'a Cell<usize>);
+    impl Drop for Slot<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
     in_flight.set(in_flight.get() + 1);
+    let _slot = Slot(in_flight);
     let joined = monoio::spawn_blocking(move || op(buf)).await;
-    in_flight.set(in_flight.get() - 1);
     joined.unwrap_or_else(|_| {
         (
             Err(io::Error::other("the blocking pool dropped the operation")),

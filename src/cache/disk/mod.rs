@@ -88,6 +88,9 @@ pub const QUEUE_BYTES: u64 = 64 << 20;
 /// Body bytes read from disk per step when a body streams from disk to a client.
 pub const READ_CHUNK_BYTES: usize = 4 * BLOCK;
 
+/// Longest wait for one disk read before it counts as failed (a miss), whatever the disk does.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Disk errors of one kind are logged at most once per interval (they are all counted).
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -164,7 +167,14 @@ impl DiskReader {
         len: usize,
     ) -> Result<AlignedBuf, ReadFailed> {
         let file = self.files.get(shard).ok_or(ReadFailed::Io)?;
-        let (res, buf) = file.read_at(AlignedBuf::zeroed(len), pos).await;
+        // A stalled disk (a dying drive's retries, a hung controller) is a miss, not a hung
+        // request. Dropping the read cancels it; the buffer stays with the op until the kernel
+        // lets go of it.
+        let read = file.read_at(AlignedBuf::zeroed(len), pos);
+        let Ok((res, buf)) = monoio::time::timeout(READ_TIMEOUT, read).await else {
+            self.metrics.disk.read_errors.inc();
+            return Err(ReadFailed::Io);
+        };
         match res {
             Ok(n) if n >= len => {
                 self.metrics.disk.read_bytes.add(n as u64);
