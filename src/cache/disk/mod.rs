@@ -307,7 +307,9 @@ struct Stream {
 }
 
 struct State {
-    index: HashMap<CacheKey, Slot>,
+    /// Probed with a borrowed [`CacheKeyRef`] (hashbrown's `Equivalent`, the same trait the
+    /// memory tier's quick_cache uses).
+    index: hashbrown::HashMap<CacheKey, Slot>,
     regions: Vec<Region>,
     /// Region indices, oldest first; the back is the current one when `current` is set.
     fifo: VecDeque<usize>,
@@ -369,7 +371,7 @@ impl DiskTier {
                 keys: Vec::new(),
             })
             .collect();
-        let mut index = HashMap::with_capacity(seed.entries.len());
+        let mut index = hashbrown::HashMap::with_capacity(seed.entries.len());
         for e in &seed.entries {
             regions[e.region].keys.push((e.key.clone(), e.seq));
             let m = metrics.bucket(e.key.bucket());
@@ -474,10 +476,8 @@ impl DiskTier {
         whole: bool,
         whole_max: u64,
     ) -> Option<Arc<CachedObject>> {
-        // One key allocation per disk lookup (std's map needs the owned key to probe; the read
-        // that follows costs 10-100 us).
-        let owned = key.to_key();
-        let Some(slot) = self.state.borrow().index.get(&owned).copied() else {
+        // Probed with the borrowed key (hashbrown's `Equivalent`): no allocation on a miss.
+        let Some(slot) = self.state.borrow().index.get(key).copied() else {
             self.metrics.bucket(bucket_str(key)).disk.misses.inc();
             return None;
         };
@@ -494,6 +494,7 @@ impl DiskTier {
         match got {
             Ok(obj) => Some(Arc::new(obj)),
             Err(e) => {
+                let owned = key.to_key();
                 self.log(
                     match e {
                         ReadFailed::Io => "read failed",
