@@ -17,7 +17,9 @@
 //! a 72 MiB body (over what a fill assembles in memory) streams to disk as it passes through
 //! and is served from disk, Range included, after a restart; a 304 revalidation makes a
 //! disk-only entry fresh again (a 3 MiB entry rewritten, a 66 MiB streamed one refreshed in
-//! place), so the next GET is a disk hit with no S3 request.
+//! place), so the next GET is a disk hit with no S3 request; a second miss of a large object
+//! while the first still streams to disk (a slow first client) is answered whole from S3 at
+//! once and writes no second record.
 //!
 //! Fills reach the disk behind the response (one writer task per core): every test that needs
 //! them on disk polls `/metrics` (`yatagarasu_cache_items{layer="disk"}`) with a deadline first.
@@ -1293,4 +1295,64 @@ fn get_head_only(addr: SocketAddr, path: &str) -> String {
                 .then(|| value.trim().to_owned())
         })
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Two concurrent misses of one large object: both answered whole, one record written.
+
+#[test]
+fn concurrent_misses_of_a_streamed_body_write_one_record() {
+    let (_tmp, dir) = cache_dir();
+    let t = Tiers {
+        disk_item_mb: 1024,
+        ..Tiers::new(1024, 64, 1)
+    }
+    .shards(2);
+    let objs = upload("stream2", &[70 * MIB]);
+    let o = &objs[0];
+    let p = Proxy::start(&disk_yaml(&dir, t));
+    // The first client reads slowly, so its stream (paced by the client) is still running when
+    // the second misses: the first one's flight has ended, so the second leads a stream too.
+    let mut slow = TcpStream::connect(p.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(&request_bytes("GET", &o.path, &[("Connection", "close")]))
+        .unwrap();
+    let mut first = vec![0u8; 64 * KIB];
+    let n = slow.read(&mut first).expect("the first bytes");
+    first.truncate(n);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let second = fetch(p.addr, "GET", &o.path, &[]);
+    assert_exact(&second, o);
+    // It did not wait for a fill it cannot share.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the second GET took {:?}",
+        started.elapsed()
+    );
+    slow.read_to_end(&mut first).expect("the rest");
+    let at = find(&first, b"\r\n\r\n").expect("a response head") + 4;
+    assert_eq!(
+        first.len() - at,
+        o.bytes.len(),
+        "the slow client's body length"
+    );
+    assert!(first[at..] == o.bytes[..], "the slow client's body bytes");
+    std::thread::sleep(Duration::from_secs(2));
+    let inserts = disk_bucket(&metrics_text(&p), "cache_inserts_total");
+    assert!(
+        inserts <= 1,
+        "one streamed record per key at a time, got {inserts} inserts"
+    );
+    assert!(
+        String::from_utf8_lossy(&first[..at]).contains("fwd=miss; stored"),
+        "the first response streamed to disk"
+    );
+    // From S3 (MISS, or BYPASS when the owner was the core that refused its stream).
+    assert!(
+        !second.is_hit(),
+        "the second went to S3: {}",
+        second.describe()
+    );
 }
