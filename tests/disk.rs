@@ -19,7 +19,8 @@
 //! disk-only entry fresh again (a 3 MiB entry rewritten, a 66 MiB streamed one refreshed in
 //! place), so the next GET is a disk hit with no S3 request; a second miss of a large object
 //! while the first still streams to disk (a slow first client) is answered whole from S3 at
-//! once and writes no second record.
+//! once and writes no second record; six dropped 200 MiB downloads (each abandoning a
+//! reserved streamed record) leave an older entry on disk.
 //!
 //! Fills reach the disk behind the response (one writer task per core): every test that needs
 //! them on disk polls `/metrics` (`yatagarasu_cache_items{layer="disk"}`) with a deadline first.
@@ -1354,5 +1355,40 @@ fn concurrent_misses_of_a_streamed_body_write_one_record() {
         !second.is_hit(),
         "the second went to S3: {}",
         second.describe()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. A client that starts and drops large downloads cannot flush the disk tier.
+
+#[test]
+fn dropped_large_downloads_evict_at_most_about_one_region() {
+    let (_tmp, dir) = cache_dir();
+    // One shard of 1 GiB: four regions of ~256 MiB; a 200 MiB body fills most of one.
+    let t = Tiers {
+        disk_item_mb: 1024,
+        ..Tiers::new(1024, 64, 1)
+    }
+    .shards(1);
+    let objs = upload("abandon", &[3 * MIB, 200 * MIB]);
+    let (kept, big) = (&objs[0], &objs[1]);
+    let p = Proxy::start(&disk_yaml(&dir, t));
+    fill(&p, std::slice::from_ref(kept));
+    // Six downloads dropped after their first bytes: each stream is abandoned, having reserved
+    // its whole record. Without a bound, four of them would wrap the ring over `kept`.
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(p.addr).expect("connect");
+        s.write_all(&request_bytes("GET", &big.path, &[("Connection", "close")]))
+            .unwrap();
+        let mut some = vec![0u8; 64 * KIB];
+        let _ = s.read(&mut some).expect("the first bytes");
+        drop(s);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = get_exact(&p, kept);
+    assert!(
+        r.is_disk_hit(),
+        "an entry written before the dropped downloads is still on disk: {}",
+        r.describe()
     );
 }

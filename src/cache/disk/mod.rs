@@ -283,6 +283,11 @@ struct Journal {
     purges: Vec<(u64, TombScope)>,
 }
 
+/// The window over which abandoned streamed records are counted: once they wasted a region's
+/// worth in one window, no new stream starts until the window ends (bodies then pass through
+/// unstored), so dropped downloads evict at most about one region per window.
+pub const ABANDON_WINDOW: Duration = Duration::from_secs(60);
+
 /// Body bytes a streamed record collects before one aligned write.
 const STREAM_PIECE: usize = 4 * BLOCK;
 
@@ -346,6 +351,10 @@ pub struct DiskTier {
     journal_std: Arc<std::fs::File>,
     journal: RefCell<Journal>,
     last_log: Cell<Option<Instant>>,
+    /// Bytes of streamed records abandoned (client gone, origin short, queue full) in the
+    /// current [`ABANDON_WINDOW`], and when it began: each one wasted its whole reservation,
+    /// so a client that starts and drops large downloads could otherwise flush the ring.
+    abandoned: Cell<(Instant, u64)>,
 }
 
 impl DiskTier {
@@ -428,6 +437,7 @@ impl DiskTier {
                 purges: seed.purges.clone(),
             }),
             last_log: Cell::new(None),
+            abandoned: Cell::new((Instant::now(), 0)),
         }
     }
 
@@ -904,7 +914,13 @@ impl DiskTier {
     /// queued (not when too large or closed).
     pub fn stream_begin(&self, id: u64, key: &CacheKey, meta: Arc<CachedObject>, len: u64) -> bool {
         let mut st = self.state.borrow_mut();
-        if st.closed || len > self.max_stream || st.streaming.values().any(|k| k == key) {
+        let (since, wasted) = self.abandoned.get();
+        let over_budget = since.elapsed() < ABANDON_WINDOW && wasted >= self.geometry.region_bytes;
+        if st.closed
+            || len > self.max_stream
+            || over_budget
+            || st.streaming.values().any(|k| k == key)
+        {
             st.aborted.insert(id);
             return false;
         }
@@ -1068,6 +1084,13 @@ impl DiskTier {
     /// crash before leaves no valid record), and index it.
     async fn stream_seal(&self, mut s: Stream, complete: bool) {
         if !complete || s.failed || s.received != s.len {
+            let (since, wasted) = self.abandoned.get();
+            let (_, record_len) = format::streamed_layout(s.meta.len(), s.len);
+            self.abandoned.set(if since.elapsed() < ABANDON_WINDOW {
+                (since, wasted + record_len)
+            } else {
+                (Instant::now(), record_len)
+            });
             return;
         }
         if s.in_block > 0 {
