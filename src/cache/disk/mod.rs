@@ -272,7 +272,13 @@ enum Job {
     StreamChunk { id: u64, bytes: Bytes },
     /// Stream `id` ended; `complete`: every declared byte arrived (then the record is sealed
     /// and indexed), else it is abandoned.
-    StreamEnd { id: u64, complete: bool },
+    StreamEnd {
+        id: u64,
+        complete: bool,
+        /// The queue refused one of its chunks (the disk fell behind): not counted against the
+        /// abandon budget, which bounds what clients and origins waste.
+        dropped: bool,
+    },
 }
 
 /// Slots of a shard's purge journal before it is compacted (what fits the budget's slack).
@@ -351,7 +357,7 @@ pub struct DiskTier {
     journal_std: Arc<std::fs::File>,
     journal: RefCell<Journal>,
     last_log: Cell<Option<Instant>>,
-    /// Bytes of streamed records abandoned (client gone, origin short, queue full) in the
+    /// Bytes of streamed records abandoned (client gone, origin short; not queue drops) in the
     /// current [`ABANDON_WINDOW`], and when it began: each one wasted its whole reservation,
     /// so a client that starts and drops large downloads could otherwise flush the ring.
     abandoned: Cell<(Instant, u64)>,
@@ -700,10 +706,14 @@ impl DiskTier {
                 self.streams.borrow_mut().insert(id, st);
                 return;
             }
-            Job::StreamEnd { id, complete } => {
+            Job::StreamEnd {
+                id,
+                complete,
+                dropped,
+            } => {
                 let st = self.streams.borrow_mut().remove(&id);
                 if let Some(st) = st {
-                    self.stream_seal(st, complete).await;
+                    self.stream_seal(st, complete, dropped).await;
                 }
                 return;
             }
@@ -975,6 +985,7 @@ impl DiskTier {
             Job::StreamEnd {
                 id,
                 complete: complete && !aborted,
+                dropped: aborted,
             },
             0,
         ));
@@ -1082,8 +1093,11 @@ impl DiskTier {
 
     /// End a stream: when complete, write the rest of the body and then the header (so a
     /// crash before leaves no valid record), and index it.
-    async fn stream_seal(&self, mut s: Stream, complete: bool) {
+    async fn stream_seal(&self, mut s: Stream, complete: bool, dropped: bool) {
         if !complete || s.failed || s.received != s.len {
+            if dropped {
+                return;
+            }
             let (since, wasted) = self.abandoned.get();
             let (_, record_len) = format::streamed_layout(s.meta.len(), s.len);
             self.abandoned.set(if since.elapsed() < ABANDON_WINDOW {
