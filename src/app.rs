@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 // The reload lock serialises reloads on the signal and admin threads, never on a shard.
 #[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +14,8 @@ use std::time::Duration;
 use yatagarasu_runtime as runtime;
 
 use crate::admin::{self, health::Health};
+use crate::cache::redis::{control as redis_control, RedisSettings};
+use crate::cache::PurgeScope;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::pipeline::prepared::Prepared;
@@ -54,6 +56,31 @@ pub struct Running {
     pub services: Services,
     /// Where the admin listener is bound (port 0 resolved).
     pub admin_addr: SocketAddr,
+    /// Set on drop: ends the Redis purge subscriber thread (when the Redis tier is on).
+    pub redis_stop: StopOnDrop,
+}
+
+/// Sets its flag when dropped (the Redis purge subscriber checks it every second).
+#[derive(Default)]
+pub struct StopOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Purge `scope` from every shard's own tiers (memory, disk; then the L1s), as the admin purge
+/// does, from a non-shard thread (the Redis purge subscriber). Blocking.
+fn purge_local(control: &runtime::Control<Shard>, scope: PurgeScope) {
+    let scope = Arc::new(scope);
+    let (owners, l1) = (scope.clone(), scope.clone());
+    let r = control
+        .broadcast(move |shard: &Shard| shard.purge(&owners))
+        .and_then(|_| control.broadcast(move |shard: &Shard| shard.purge_l1(&l1)));
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "a purge from another node did not reach every shard");
+    }
 }
 
 /// Start the proxy for `cfg` read from `path`: bind the admin listener, start every shard,
@@ -90,6 +117,7 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         }
         Arc::new(node)
     });
+    services.redis = RedisSettings::from_config(&cfg.cache.redis)?.map(Arc::new);
     let prepared = Prepared::new(cfg).map_err(|errs| errs.join("\n"))?;
     let snapshot = runtime::Snapshot::new(prepared);
     metrics
@@ -112,6 +140,19 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         #[allow(clippy::disallowed_types)] // reloads are serialised off the shards
         lock: Mutex::new(()),
     });
+    // This node's name in purge messages (so it skips its own).
+    let node_id = uuid::Uuid::new_v4().to_string();
+    let redis_stop = StopOnDrop::default();
+    if let Some(settings) = &services.redis {
+        let control = server.control();
+        redis_control::subscribe(
+            RedisSettings::clone(settings),
+            node_id.clone(),
+            move |scope| purge_local(&control, scope),
+            redis_stop.0.clone(),
+        )
+        .map_err(|e| format!("cannot start the Redis purge subscriber thread: {e}"))?;
+    }
     admin::start(
         admin_listener,
         admin::AdminState {
@@ -120,6 +161,8 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
             metrics,
             health,
             reloader: reloader.clone(),
+            redis: services.redis.clone(),
+            node_id,
         },
     )
     .map_err(|e| format!("cannot start the admin thread: {e}"))?;
@@ -129,6 +172,7 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         reloader,
         services,
         admin_addr,
+        redis_stop,
     })
 }
 

@@ -199,9 +199,11 @@ pub struct BucketMetrics {
     pub cache_bytes: Gauge,
     /// The disk layer's share of this bucket's cache series ([`LayerCounters`]).
     pub disk: LayerCounters,
+    /// The Redis layer's share (hits, misses, inserts; Redis holds the items, so no gauges).
+    pub redis: LayerCounters,
 }
 
-/// Per-bucket counters of one lower cache layer (disk): exported with `layer="disk"` in the
+/// Per-bucket counters of one lower cache layer (disk, Redis): exported with `layer="disk"` in the
 /// same families as the memory layer's.
 #[derive(Debug, Default)]
 pub struct LayerCounters {
@@ -238,6 +240,31 @@ pub struct DiskMetrics {
     pub write_bytes: Counter,
     /// Capacity of this shard's data file, bytes.
     pub capacity_bytes: Gauge,
+}
+
+/// One shard's Redis-tier health counters (not per bucket: a Redis failure is the server's).
+#[derive(Debug, Default)]
+pub struct RedisMetrics {
+    /// Whether this shard has a Redis tier (the `layer="redis"` series are exported only then).
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Connections this shard keeps (one per Redis node it talks to).
+    pub connections: Gauge,
+    /// Of those, connections up (connected and past AUTH/SELECT).
+    pub connections_up: Gauge,
+    /// Commands whose answer did not come within `timeout_ms` (a miss for a lookup).
+    pub timeouts: Counter,
+    /// Error replies, broken connections and failed connects.
+    pub errors: Counter,
+    /// Connections re-established after a failure.
+    pub reconnects: Counter,
+    /// Fills not sent because the connection's queue was full or the connection was down.
+    pub queue_drops: Counter,
+    /// Lookups not sent because the node's connection was down (backing off).
+    pub skipped: Counter,
+    /// Values that did not decode or verify (a miss; the key is deleted).
+    pub corrupt: Counter,
+    /// Cluster redirections followed (MOVED and ASK).
+    pub redirects: Counter,
 }
 
 impl BucketMetrics {
@@ -570,6 +597,8 @@ pub struct ShardMetrics {
     pub connections_accepted: Counter,
     /// This shard's disk-tier counters.
     pub disk: DiskMetrics,
+    /// This shard's Redis-tier counters.
+    pub redis: RedisMetrics,
     /// Copy-on-write: readers (the shard, the scraper) load without a lock; a new bucket
     /// replaces the map (once per bucket name and shard).
     buckets: ArcSwap<BTreeMap<String, Arc<BucketMetrics>>>,
@@ -589,6 +618,7 @@ impl ShardMetrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             disk: DiskMetrics::default(),
+            redis: RedisMetrics::default(),
             buckets: ArcSwap::from_pointee(BTreeMap::new()),
         }
     }
@@ -726,6 +756,85 @@ fn scalar<V: Copy, M: EncodeMetric>(
     Ok(())
 }
 
+/// The per-shard Redis-tier families: connection state, timeouts, errors, reconnects, drops,
+/// skipped lookups, corrupt values, cluster redirections.
+fn redis_families(
+    enc: &mut DescriptorEncoder<'_>,
+    shards: &[Arc<ShardMetrics>],
+    ids: &[String],
+) -> Result<(), std::fmt::Error> {
+    let per_shard = |read: &dyn Fn(&RedisMetrics) -> i64| -> Vec<(Labels<'_>, i64)> {
+        shards
+            .iter()
+            .zip(ids)
+            .map(|(s, id)| (vec![("shard", id.as_str())], read(&s.redis)))
+            .collect()
+    };
+    let connected = per_shard(&|r| {
+        let (n, up) = (r.connections.get(), r.connections_up.get());
+        i64::from(n > 0 && up == n)
+    });
+    gauge(
+        enc,
+        "cache_redis_connected",
+        "1 when every Redis connection of the shard is up (past AUTH/SELECT), else 0.",
+        &connected,
+    )?;
+    gauge(
+        enc,
+        "cache_redis_connections_up",
+        "Redis connections up on the shard (one per Redis node it talks to).",
+        &per_shard(&|r| r.connections_up.get()),
+    )?;
+    type RedisReader = fn(&RedisMetrics) -> u64;
+    let families: [(&str, &str, RedisReader); 7] = [
+        (
+            "cache_redis_timeouts",
+            "Redis commands not answered within cache.redis.timeout_ms (lookups become misses), by shard.",
+            |r| r.timeouts.get(),
+        ),
+        (
+            "cache_redis_errors",
+            "Redis error replies, broken connections and failed connects, by shard.",
+            |r| r.errors.get(),
+        ),
+        (
+            "cache_redis_reconnects",
+            "Redis connections re-established after a failure, by shard.",
+            |r| r.reconnects.get(),
+        ),
+        (
+            "cache_redis_queue_drops",
+            "Fills not sent to Redis (queue full or connection down), by shard.",
+            |r| r.queue_drops.get(),
+        ),
+        (
+            "cache_redis_skipped",
+            "Lookups not sent to Redis because its connection was down (backing off), by shard.",
+            |r| r.skipped.get(),
+        ),
+        (
+            "cache_redis_corrupt",
+            "Redis values that did not decode or verify (misses; the key is deleted), by shard.",
+            |r| r.corrupt.get(),
+        ),
+        (
+            "cache_redis_redirects",
+            "Redis Cluster redirections followed (MOVED, ASK), by shard.",
+            |r| r.redirects.get(),
+        ),
+    ];
+    for (name, help, read) in families {
+        let series: Vec<(Labels<'_>, u64)> = shards
+            .iter()
+            .zip(ids)
+            .map(|(s, id)| (vec![("shard", id.as_str())], read(&s.redis)))
+            .collect();
+        counter(enc, name, help, &series)?;
+    }
+    Ok(())
+}
+
 fn counter(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -857,6 +966,8 @@ struct BucketSums {
     cache_bytes: i64,
     /// Disk layer: hits, misses, evictions, inserts, items, bytes.
     disk: [i64; 6],
+    /// Redis layer: hits, misses, inserts.
+    redis: [u64; 3],
 }
 
 impl Default for BucketSums {
@@ -873,6 +984,7 @@ impl Default for BucketSums {
             cache_items: 0,
             cache_bytes: 0,
             disk: [0; 6],
+            redis: [0; 3],
         }
     }
 }
@@ -914,6 +1026,14 @@ impl Collector for Scrape {
                 for (a, v) in acc.disk.iter_mut().zip(disk) {
                     *a += v;
                 }
+                let r = &b.redis;
+                for (a, v) in
+                    acc.redis
+                        .iter_mut()
+                        .zip([r.hits.get(), r.misses.get(), r.inserts.get()])
+                {
+                    *a += v;
+                }
             }
         }
 
@@ -928,6 +1048,7 @@ impl Collector for Scrape {
         let mut sizes = Vec::new();
         let mut remote_durations = Vec::new();
         let disk_enabled = shards.iter().any(|s| s.disk.enabled.load(Relaxed));
+        let redis_enabled = shards.iter().any(|s| s.redis.enabled.load(Relaxed));
         for (name, s) in &sums {
             for (mi, row) in s.requests.iter().enumerate() {
                 for (ci, v) in row.iter().enumerate() {
@@ -971,6 +1092,13 @@ impl Collector for Scrape {
                 }
                 items.push((layer.clone(), s.disk[4]));
                 sizes.push((layer, s.disk[5]));
+            }
+            if redis_enabled {
+                let layer = vec![("bucket", name.as_str()), ("layer", "redis")];
+                // Hits, misses, inserts, in the memory layer's families.
+                for (family, v) in [0usize, 1, 4].into_iter().zip(s.redis) {
+                    cache[family].push((layer.clone(), v));
+                }
             }
             remote_durations.push((b.clone(), s.remote_lookup_duration));
         }
@@ -1096,6 +1224,9 @@ impl Collector for Scrape {
                 "Capacity of a lower cache layer on a shard, bytes.",
                 &caps,
             )?;
+        }
+        if redis_enabled {
+            redis_families(&mut enc, &shards, &shard_ids)?;
         }
         let cpus: Vec<String> = shards
             .iter()

@@ -83,6 +83,10 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// Reload entry point shared with SIGHUP.
     pub reloader: Arc<Reloader>,
+    /// The Redis tier's settings, when it is on: purges delete there and are published.
+    pub redis: Option<Arc<crate::cache::redis::RedisSettings>>,
+    /// This node's name in purge messages.
+    pub node_id: String,
 }
 
 /// Start the admin thread: accept on `listener` and run the readiness prober. The thread lives
@@ -386,6 +390,9 @@ impl AdminService {
     }
 
     async fn purge(&self, scope: PurgeScope) -> Reply {
+        // Redis first (and the other nodes told), so no core refills from a Redis copy this
+        // purge is about to drop locally.
+        let redis = self.purge_redis(&scope).await;
         let scope = Arc::new(scope);
         let job_scope = scope.clone();
         let l1_scope = scope.clone();
@@ -415,19 +422,51 @@ impl AdminService {
                         (Some(b.as_str()), Some(String::from_utf8_lossy(k)))
                     }
                 };
-                Reply::json(
-                    200,
-                    json!({
-                        "purged": total,
-                        "per_shard": per_shard,
-                        "bucket": bucket,
-                        "key": key,
-                    })
-                    .to_string(),
-                )
+                let mut body = json!({
+                    "purged": total,
+                    "per_shard": per_shard,
+                    "bucket": bucket,
+                    "key": key,
+                });
+                match redis {
+                    None => {}
+                    Some(Ok(n)) => body["redis_deleted"] = json!(n),
+                    Some(Err(e)) => {
+                        body["redis_deleted"] = serde_json::Value::Null;
+                        body["redis_error"] = json!(e);
+                    }
+                }
+                Reply::json(200, body.to_string())
             }
             Err(e) => shards_unavailable(e),
         }
+    }
+
+    /// Delete what `scope` names in Redis and publish it to the other nodes, on a helper
+    /// thread (the `redis` crate's blocking client; the admin thread keeps serving). `None`:
+    /// no Redis tier; `Err`: Redis could not be reached (the local purge still runs; other
+    /// nodes resynchronise when their subscription breaks, see `cache::redis::control`).
+    async fn purge_redis(&self, scope: &PurgeScope) -> Option<Result<u64, String>> {
+        let settings = self.state.redis.clone()?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let (scope, origin) = (scope.clone(), self.state.node_id.clone());
+        let spawned = std::thread::Builder::new()
+            .name("yata-redis-purge".into())
+            .spawn(move || {
+                let _ = tx.send(crate::cache::redis::control::purge(
+                    &settings, &scope, &origin,
+                ));
+            });
+        if let Err(e) = spawned {
+            return Some(Err(format!("cannot start the purge thread: {e}")));
+        }
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err("the purge thread ended without an answer".into()));
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "purge not applied in Redis");
+        }
+        Some(r)
     }
 
     async fn stats(&self, bucket: Option<String>) -> Reply {

@@ -39,8 +39,8 @@
 //! | [`SingleFlight::begin`] | one or two hash probes; a leader allocates its slot and key | 1-2 |
 //!
 //! The disk tier ([`disk`]) costs one io_uring read per hit (~10-100 us, `benches/disk.rs`) and
-//! one queued write per fill; Redis will cost one round trip (~20 us on loopback, DESIGN
-//! section 3).
+//! one queued write per fill; the Redis tier ([`redis`]) one round trip per lookup that missed
+//! both (~20-40 us on loopback, bounded by `cache.redis.timeout_ms`) and one queued SET per fill.
 
 pub mod conditional;
 pub mod disk;
@@ -48,6 +48,7 @@ pub mod entry;
 pub mod memory;
 pub mod outcome;
 pub mod owner;
+pub mod redis;
 pub mod single_flight;
 pub mod stats;
 pub mod tier;

@@ -554,8 +554,9 @@ impl<V> Owners<V> {
         while let Some(msg) = inbox.recv().await {
             before_each();
             match msg {
-                // A disk read takes tens of microseconds: answer lookups concurrently.
-                OwnerMsg::Lookup { .. } if self.tiers.disk().is_some() => {
+                // A disk read or a Redis round trip takes tens of microseconds: answer
+                // lookups concurrently.
+                OwnerMsg::Lookup { .. } if self.tiers.lookups_wait() => {
                     let owners = self.clone();
                     monoio::spawn(async move { owners.handle(msg).await });
                 }

@@ -1,5 +1,5 @@
-//! The cache-tier seam: the contract every tier (memory and disk today; Redis next) implements, written on the [`Tier`] trait, and the purge scopes tiers
-//! answer. The pipeline never calls a tier directly: it goes through [`super::Tiered`], which
+//! The cache-tier seam: the contract every tier (memory, disk, Redis) implements, written on
+//! the [`Tier`] trait, and the purge scopes tiers answer. The pipeline never calls a tier directly: it goes through [`super::Tiered`], which
 //! orders them, promotes hits and fills them.
 //!
 //! Hot path: [`Tier::get`] on every cacheable request (memory: one hash probe and an `Arc`
@@ -11,8 +11,8 @@
 //!
 //! A *tier* is one place an object can be kept: a core's partition of the memory tier
 //! ([`MemoryShard`](super::MemoryShard)), its partition of the io_uring disk tier
-//! ([`DiskTier`]) and the shared Redis tier (to come). Every tier, present and future, guarantees the following;
-//! the pipeline relies on nothing else.
+//! ([`DiskTier`]) and its connections to the shared Redis tier ([`RedisTier`]). Every tier,
+//! present and future, guarantees the following; the pipeline relies on nothing else.
 //!
 //! 1. **An entry is a complete 200 response to a GET.** Its body is the whole representation and
 //!    its length equals the origin's `Content-Length`. Partial bodies (206, aborted transfers,
@@ -54,13 +54,15 @@
 //! |---|---|---|
 //! | memory | ~17 ns, 0 allocations | ~180 ns, 0 allocations (1 if 2+ evicted) |
 //! | disk | one io_uring read, ~10-100 us (`benches/disk.rs`) | queued write behind the client's stream |
-//! | Redis (to come) | one round trip, ~20 us on loopback, bounded by `timeout_ms` | queued, drops counted |
+//! | Redis | one round trip, ~20-40 us on loopback, bounded by `timeout_ms` | queued SET behind the stream, drops counted |
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::disk::DiskTier;
 use super::entry::{CacheKey, CacheKeyRef, CachedObject};
 use super::memory::MemoryShard;
+use super::redis::RedisTier;
 
 /// What an admin purge removes (`POST /admin/cache/purge[/{bucket}[/{key}]]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,5 +169,32 @@ impl Tier for DiskTier {
 
     fn purge(&self, scope: &PurgeScope) -> usize {
         DiskTier::purge(self, scope)
+    }
+}
+
+impl Tier for Rc<RedisTier> {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capacity(&self) -> u64 {
+        // Redis holds the entries; what it may hold is Redis's `maxmemory`, not ours.
+        u64::MAX
+    }
+
+    async fn get(&self, key: &CacheKeyRef<'_>, _read: Read) -> Option<Arc<CachedObject>> {
+        RedisTier::get(self, key).await
+    }
+
+    fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool {
+        RedisTier::insert(self, key, obj)
+    }
+
+    fn remove(&self, key: &CacheKey) {
+        RedisTier::remove(self, key);
+    }
+
+    fn purge(&self, scope: &PurgeScope) -> usize {
+        RedisTier::purge(self, scope)
     }
 }

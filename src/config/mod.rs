@@ -211,7 +211,7 @@ pub const RESTART_ONLY_KEYS: [&str; 5] = [
 
 /// Keys a reload accepts but that take effect only at the next restart (they size or open
 /// per-core state built at startup). Compared by [`Config::startup_only_changes`].
-pub const STARTUP_ONLY_KEYS: [&str; 9] = [
+pub const STARTUP_ONLY_KEYS: [&str; 15] = [
     "cache.memory.max_cache_size_mb",
     "cache.memory.l1_percent",
     "cache.disk.enabled",
@@ -220,6 +220,12 @@ pub const STARTUP_ONLY_KEYS: [&str; 9] = [
     "cache.disk.max_item_size_mb",
     "cache.redis.enabled",
     "cache.redis.url",
+    "cache.redis.cluster_nodes",
+    "cache.redis.key_prefix",
+    "cache.redis.ttl_seconds",
+    "cache.redis.timeout_ms",
+    "cache.redis.max_item_size_mb",
+    "cache.redis.purge_channel",
     "logging.format",
 ];
 
@@ -258,6 +264,12 @@ impl Config {
             a.disk.max_item_size_mb != b.disk.max_item_size_mb,
             a.redis.enabled != b.redis.enabled,
             a.redis.url != b.redis.url,
+            a.redis.cluster_nodes != b.redis.cluster_nodes,
+            a.redis.key_prefix != b.redis.key_prefix,
+            a.redis.ttl_seconds != b.redis.ttl_seconds,
+            a.redis.timeout_ms != b.redis.timeout_ms,
+            a.redis.max_item_size_mb != b.redis.max_item_size_mb,
+            a.redis.purge_channel != b.redis.purge_channel,
             self.logging.format != new.logging.format,
         ];
         STARTUP_ONLY_KEYS
@@ -625,8 +637,17 @@ pub struct RedisCacheConfig {
     pub key_prefix: String,
     /// TTL of Redis entries, seconds. Default 3600.
     pub ttl_seconds: u64,
-    /// Per-command timeout, ms (> 0). Default 50.
+    /// Per-command timeout, ms (> 0). Default 50. A request waits on Redis at most this long
+    /// in total; a slower answer is a miss.
     pub timeout_ms: u64,
+    /// `host:port` of Redis Cluster nodes (seeds of the slot map); non-empty = Cluster mode,
+    /// and `url` then only lends its credentials and scheme. Default empty.
+    pub cluster_nodes: Vec<String>,
+    /// Largest object stored in Redis, MiB (> 0). Default 4.
+    pub max_item_size_mb: u64,
+    /// Pub/sub channel purges are published on (every node subscribes). Default
+    /// `yatagarasu:purge`.
+    pub purge_channel: String,
 }
 
 /// One entry of `buckets`: a path prefix mapped to an S3 bucket.

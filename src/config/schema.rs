@@ -667,6 +667,25 @@ impl Decode for RedisCacheConfig {
         let key_prefix = f.or(d, "key_prefix", "yatagarasu:".to_string());
         let ttl_seconds = f.or(d, "ttl_seconds", 3600u64);
         let timeout_ms = f.pos(d, "timeout_ms", 50u64);
+        let nodes_path = f.key_path("cluster_nodes");
+        let cluster_nodes = f
+            .or(d, "cluster_nodes", Vec::<String>::new())
+            .and_then(|nodes| {
+                let mut ok = true;
+                for (i, n) in nodes.iter().enumerate() {
+                    let port = n.rsplit_once(':').and_then(|(h, p)| {
+                        (!h.is_empty()).then_some(())?;
+                        p.parse::<u16>().ok().filter(|p| *p > 0)
+                    });
+                    if port.is_none() {
+                        d.error(&index(&nodes_path, i), format!("{n:?} is not host:port"));
+                        ok = false;
+                    }
+                }
+                ok.then_some(nodes)
+            });
+        let max_item_size_mb = f.pos(d, "max_item_size_mb", 4u64);
+        let purge_channel = f.or(d, "purge_channel", "yatagarasu:purge".to_string());
         f.finish(d);
         Some(RedisCacheConfig {
             enabled: enabled?,
@@ -674,6 +693,9 @@ impl Decode for RedisCacheConfig {
             key_prefix: key_prefix?,
             ttl_seconds: ttl_seconds?,
             timeout_ms: timeout_ms?,
+            cluster_nodes: cluster_nodes?,
+            max_item_size_mb: max_item_size_mb?,
+            purge_channel: purge_channel?,
         })
     }
 }

@@ -56,6 +56,10 @@ impl<'l> RequestCtx<'l> {
                 self.metrics.disk.hits.inc();
                 self.metrics.cache_hit_bytes.add(body_bytes);
             }
+            CacheOutcome::Hit { tier: "redis" } => {
+                self.metrics.redis.hits.inc();
+                self.metrics.cache_hit_bytes.add(body_bytes);
+            }
             _ => {
                 self.metrics.cache_hits.inc();
                 self.metrics.cache_hit_bytes.add(body_bytes);

@@ -53,6 +53,8 @@ use crate::cache::disk::node::DiskNode;
 use crate::cache::disk::{DiskReader, DiskTier};
 use crate::cache::memory::MemoryShard;
 use crate::cache::owner::{OwnerMsg, Owners, L1};
+use crate::cache::redis::conn::Conn as RedisConn;
+use crate::cache::redis::{RedisSettings, RedisTier};
 use crate::cache::stats::{BucketCacheStats, LayerStats, ShardCacheStats};
 use crate::cache::{PurgeScope, Tiered};
 use crate::error::ProxyError;
@@ -175,6 +177,8 @@ pub struct Services {
     pub owners: Arc<std::sync::OnceLock<OwnerQueues>>,
     /// The disk tier, opened and scanned before the shards start (`None`: off).
     pub disk: Option<Arc<DiskNode>>,
+    /// The Redis tier's settings (`None`: off); each shard opens its own connections.
+    pub redis: Option<Arc<RedisSettings>>,
 }
 
 /// Every core's queue of the key-owned cache: the senders, and one inbox per shard.
@@ -188,6 +192,7 @@ impl Services {
             health,
             owners: Arc::default(),
             disk: None,
+            redis: None,
         }
     }
 }
@@ -221,10 +226,35 @@ impl CacheSync {
     }
 }
 
-/// This core's tiers: its memory partition and, with the disk tier on, its disk partition (its
-/// writer task spawned) and its handles on every shard's data file. A core whose file handles
-/// cannot be made runs without a disk tier (logged).
+/// This core's tiers: [`disk_tiers_of`], then its connections to Redis when the Redis tier is
+/// on (their tasks spawned as services of this shard).
 fn tiers_of(
+    ctx: &ShardContext,
+    services: &Services,
+    memory: MemoryShard,
+    memory_cfg: &crate::config::MemoryCacheConfig,
+    metrics: &Arc<ShardMetrics>,
+) -> (Tiered, Option<Rc<DiskReader>>) {
+    let (tiers, reader) = disk_tiers_of(ctx, services, memory, memory_cfg, metrics);
+    let Some(settings) = &services.redis else {
+        return (tiers, reader);
+    };
+    let spawn_ctx = ctx.clone();
+    let service_ctx = ctx.clone();
+    let redis = RedisTier::start(
+        settings,
+        Rc::new(move |conn: Rc<RedisConn>| spawn_ctx.spawn_service(conn.run())),
+        move |task| service_ctx.spawn_service(task),
+        metrics.clone(),
+    );
+    let memory_item_max = memory_cfg.max_item_size_mb * MIB;
+    (tiers.with_redis(redis, memory_item_max), reader)
+}
+
+/// This core's memory partition and, with the disk tier on, its disk partition (its writer
+/// task spawned) and its handles on every shard's data file. A core whose file handles cannot
+/// be made runs without a disk tier (logged).
+fn disk_tiers_of(
     ctx: &ShardContext,
     services: &Services,
     memory: MemoryShard,

@@ -299,6 +299,15 @@ pub fn entry_meta_bytes(key: &CacheKey, obj: &CachedObject) -> Vec<u8> {
     bincode::serde::encode_to_vec(meta_of(key, obj), bincode_cfg()).unwrap_or_default()
 }
 
+/// Decode bincode metadata written by [`entry_meta_bytes`] (the Redis tier stores the same
+/// metadata in its values); `None` when it does not decode or has bytes left over.
+pub fn decode_entry_meta(b: &[u8]) -> Option<EntryMeta> {
+    match bincode::serde::decode_from_slice::<EntryMeta, _>(b, bincode_cfg()) {
+        Ok((meta, used)) if used == b.len() => Some(meta),
+        _ => None,
+    }
+}
+
 /// Layout of a streamed record (its body written in aligned pieces as it arrives, its header
 /// last): (body offset, record length), bytes, for `meta_len` bytes of metadata and a body of
 /// `body_len`. The body starts at an [`ALIGN`]-aligned offset.
