@@ -91,6 +91,14 @@ fn defaults_apply_when_sections_are_omitted() {
         (r.key_prefix.as_str(), r.ttl_seconds, r.timeout_ms),
         ("yatagarasu:", 3600, 50)
     );
+    assert_eq!(
+        (
+            r.cluster_nodes.len(),
+            r.max_item_size_mb,
+            r.purge_channel.as_str()
+        ),
+        (0, 4, "yatagarasu:purge")
+    );
     let b = &c.buckets[0];
     assert_eq!((b.name.as_str(), b.path_prefix.as_str()), ("b", "/b"));
     assert_eq!(b.s3.connect_timeout_ms, 2000);
@@ -276,6 +284,30 @@ buckets:
     assert!(errs
         .iter()
         .any(|e| e.contains("max_uri_bytez: unknown key (expected one of: max_uri_bytes, max_header_bytes, max_headers, max_body_bytes)")));
+}
+
+#[test]
+fn redis_cluster_nodes_must_be_host_port_and_sizes_positive() {
+    let yaml = "
+cache:
+  redis: {cluster_nodes: ['10.0.0.1:7000', 'nohost', ':7001', 'h:0', 'h:99999'], max_item_size_mb: 0}
+buckets:
+  - name: a
+    path_prefix: /a
+    s3: {bucket: x, region: r, access_key: k, secret_key: s}
+";
+    let errs = errors(yaml);
+    let expected = [
+        "cache.redis.cluster_nodes[1]: \"nohost\" is not host:port",
+        "cache.redis.cluster_nodes[2]: \":7001\" is not host:port",
+        "cache.redis.cluster_nodes[3]: \"h:0\" is not host:port",
+        "cache.redis.cluster_nodes[4]: \"h:99999\" is not host:port",
+        "cache.redis.max_item_size_mb: expected a positive integer, got 0",
+    ];
+    for want in expected {
+        assert!(has(&errs, want), "missing {want:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
 }
 
 #[test]

@@ -164,7 +164,7 @@ impl Conn {
     pub fn retire(&self) {
         if !self.retired.replace(true) {
             self.metrics.redis.connections.add(-1);
-            if self.is_up() {
+            if self.state.get() == State::Up {
                 self.metrics.redis.connections_up.add(-1);
             }
             self.state.set(State::Down);
@@ -266,7 +266,7 @@ impl Conn {
                     self.state.set(State::Up);
                     self.metrics.redis.connections_up.add(1);
                     let why = self.serve(stream).await;
-                    if self.is_up() {
+                    if self.state.get() == State::Up {
                         self.metrics.redis.connections_up.add(-1);
                     }
                     self.state.set(State::Down);
