@@ -133,15 +133,16 @@ pub fn start(cfg: Config, path: &Path) -> Result<Running, String> {
         crate::http::server::serve,
     )
     .map_err(|e| e.to_string())?;
+    // This node's name in purge messages (so it skips its own).
+    let node_id = uuid::Uuid::new_v4().to_string();
     let reloader = Arc::new(Reloader {
         path: path.to_owned(),
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
         #[allow(clippy::disallowed_types)] // reloads are serialised off the shards
         lock: Mutex::new(()),
+        redis: services.redis.clone().map(|s| (s, node_id.clone())),
     });
-    // This node's name in purge messages (so it skips its own).
-    let node_id = uuid::Uuid::new_v4().to_string();
     let redis_stop = StopOnDrop::default();
     if let Some(settings) = &services.redis {
         let control = server.control();
@@ -185,6 +186,9 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     #[allow(clippy::disallowed_types)] // taken by reloads only, off the shards
     lock: Mutex<()>,
+    /// The Redis tier's settings and this node's id: a reload that removes a bucket or points
+    /// it at other S3 settings purges that bucket in Redis too (and tells the other nodes).
+    redis: Option<(Arc<RedisSettings>, String)>,
 }
 
 impl Reloader {
@@ -193,9 +197,11 @@ impl Reloader {
     pub fn reload(&self, source: &str) -> Result<u64, Vec<String>> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         runtime::notify_reloading();
+        let before = self.snapshot.load_full();
         let result = reload(&self.path, &self.snapshot);
         match &result {
             Ok(generation) => {
+                self.purge_repointed_in_redis(&before.config, &self.snapshot.load().config);
                 self.metrics
                     .config_generation
                     .store(*generation, Ordering::Relaxed);
@@ -213,6 +219,41 @@ impl Reloader {
         }
         runtime::notify_ready();
         result
+    }
+}
+
+impl Reloader {
+    /// Purge in Redis (on a helper thread) every bucket of `old` that `new` removed or points
+    /// at other S3 settings: its Redis values no longer match S3, and the cores only drop their
+    /// own copies. The purge is published, so nodes not reloaded yet drop theirs too.
+    fn purge_repointed_in_redis(&self, old: &Config, new: &Config) {
+        let Some((settings, origin)) = &self.redis else {
+            return;
+        };
+        let stale: Vec<String> = old
+            .buckets
+            .iter()
+            .filter(|b| new.bucket(&b.name).is_none_or(|n| n.s3 != b.s3))
+            .map(|b| b.name.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let (settings, origin) = (settings.clone(), origin.clone());
+        let spawned = std::thread::Builder::new()
+            .name("yata-redis-purge".into())
+            .spawn(move || {
+                for bucket in stale {
+                    let scope = PurgeScope::Bucket(bucket.clone());
+                    match redis_control::purge(&settings, &scope, &origin) {
+                        Ok(n) => tracing::info!(bucket, deleted = n, "reload re-pointed or removed a bucket; its Redis entries are purged"),
+                        Err(e) => tracing::warn!(bucket, error = %e, "reload re-pointed or removed a bucket; its Redis entries could not be purged (purge it once Redis is back)"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the Redis purge thread after a reload");
+        }
     }
 }
 

@@ -407,7 +407,9 @@ impl Conn {
                 out.clear();
                 while let Some(reply) = waiting.pop_front() {
                     let v = parser.next(&mut stream).await?;
-                    self.queue.borrow_mut().in_flight -= 1;
+                    let mut q = self.queue.borrow_mut();
+                    q.in_flight = q.in_flight.saturating_sub(1);
+                    drop(q);
                     self.timeouts_in_row.set(0);
                     match reply {
                         Reply::To(tx) => {
