@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod drivers;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -172,6 +172,8 @@ pub struct Cluster {
     slots: RefCell<Vec<Option<Rc<Conn>>>>,
     refresh_asked: Cell<bool>,
     last_refresh: Cell<Option<Instant>>,
+    /// A slot map was applied at least once.
+    last_refresh_ok: Cell<bool>,
     spawn: Spawner,
     metrics: Arc<ShardMetrics>,
 }
@@ -194,6 +196,7 @@ impl Cluster {
             slots: RefCell::new(vec![None; SLOTS]),
             refresh_asked: Cell::new(true),
             last_refresh: Cell::new(None),
+            last_refresh_ok: Cell::new(false),
             spawn,
             metrics,
         });
@@ -283,13 +286,21 @@ impl Cluster {
                 .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
             if self.refresh_asked.get() || due {
                 self.refresh_asked.set(false);
-                if !self.refresh().await {
+                if self.refresh().await {
+                    self.last_refresh_ok.set(true);
+                } else {
                     // Nobody answered: ask again at the next turn.
                     self.refresh_asked.set(true);
                 }
                 self.last_refresh.set(Some(Instant::now()));
             }
-            monoio::time::sleep(REFRESH_MIN_GAP).await;
+            // Until the first map arrives, lookups skip Redis: ask again soon.
+            let gap = if self.last_refresh_ok.get() {
+                REFRESH_MIN_GAP
+            } else {
+                Duration::from_millis(20)
+            };
+            monoio::time::sleep(gap).await;
         }
     }
 

@@ -16,11 +16,12 @@
 //! SELECT and PING (a server that accepts but does not answer is not up), then serves batches
 //! until the connection breaks: EOF, an I/O error, a reply that does not parse, or a batch not
 //! answered within `max(4 x timeout_ms, 250 ms)` (a hung server). [`SUSPECT_AFTER`] caller
-//! timeouts in a row already make the node skipped until a reply comes. Then
+//! timeouts in a row already make the node skipped until a reply comes; an idle connection is
+//! PINGed every [`IDLE_PING`], so a server that went away is noticed without traffic. Then
 //! every queued and in-flight command is failed at once (a miss for its caller), the node is
 //! marked *down* and a reconnect is attempted after a backoff of `min(2 s, 50 ms * 2^n)` with
 //! full jitter (so fills resume within ~2 s of Redis coming back, DESIGN section 6.1 asks 10).
-//! While down, [`Conn::call`] and [`Conn::send`] return at once without I/O: a dead Redis adds no
+//! While down, [`Conn::call`] returns at once without I/O: a dead Redis adds no
 //! latency to a request.
 
 use std::cell::{Cell, RefCell};
@@ -53,6 +54,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// Longest reconnect backoff.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// An idle connection sends a PING this often.
+pub const IDLE_PING: Duration = Duration::from_secs(1);
 /// Consecutive caller timeouts after which a node is skipped without waiting for its
 /// connection to be declared broken.
 pub const SUSPECT_AFTER: u32 = 3;
@@ -86,7 +89,7 @@ impl Endpoint {
 
 /// Where a reply goes.
 enum Reply {
-    /// Nobody waits (fills, deletes, `ASKING`): an error reply is only counted.
+    /// Nobody waits (`ASKING`, idle PINGs): an error reply is only counted.
     Discard,
     /// A caller waits, at most until its deadline.
     To(oneshot::Sender<Value>),
@@ -171,23 +174,6 @@ impl Conn {
             self.fail_queued();
             self.wake.notify();
         }
-    }
-
-    /// Queue `packed` (one or more packed commands, `replies` of them) with nobody waiting for
-    /// the replies; whether it was queued (not when down or the queue is full).
-    pub fn send(&self, packed: &[u8], replies: usize) -> bool {
-        let mut q = self.queue.borrow_mut();
-        if !self.is_up()
-            || q.out.len() + packed.len() > QUEUE_BYTES
-            || q.replies.len() + q.in_flight + replies > MAX_PENDING
-        {
-            return false;
-        }
-        q.out.extend_from_slice(packed);
-        q.replies.extend((0..replies).map(|_| Reply::Discard));
-        drop(q);
-        self.wake.notify();
-        true
     }
 
     /// Send `packed` (one command; with `asking`, preceded by `ASKING` for a cluster ASK
@@ -387,12 +373,20 @@ impl Conn {
         let mut out = Vec::new();
         let mut waiting: VecDeque<Reply> = VecDeque::new();
         loop {
-            self.wake.wait().await;
+            // An idle connection is PINGed, so a server that went away is noticed (and the
+            // node marked down) without a request paying for it.
+            let idle = monoio::time::timeout(IDLE_PING, self.wake.wait())
+                .await
+                .is_err();
             if self.retired.get() {
                 return "retired".into();
             }
             {
                 let mut q = self.queue.borrow_mut();
+                if idle && q.replies.is_empty() {
+                    q.out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+                    q.replies.push(Reply::Discard);
+                }
                 if q.replies.is_empty() {
                     continue;
                 }
