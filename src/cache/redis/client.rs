@@ -382,6 +382,21 @@ mod tests {
     }
 
     #[test]
+    fn moved_and_ask_replies_are_redirections() {
+        let parse = |b: &[u8]| redis::parse_redis_value(b).expect("parses");
+        match redirect(&parse(b"-MOVED 3999 127.0.0.1:6381\r\n")) {
+            Some(Redirect::Moved(3999, addr)) => assert_eq!(addr, "127.0.0.1:6381"),
+            _ => panic!("MOVED not understood"),
+        }
+        assert!(matches!(
+            redirect(&parse(b"-ASK 12 10.0.0.2:7002\r\n")),
+            Some(Redirect::Ask(a)) if a == "10.0.0.2:7002"
+        ));
+        assert!(redirect(&parse(b"-ERR wrong type\r\n")).is_none());
+        assert!(redirect(&parse(b"+OK\r\n")).is_none());
+    }
+
+    #[test]
     fn a_cluster_slots_reply_maps_ranges_to_masters() {
         let node = |h: &str, p: i64| {
             Value::Array(vec![

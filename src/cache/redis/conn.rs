@@ -1,14 +1,16 @@
 //! One connection from one core to one Redis node: RESP2 over a monoio `TcpStream` (or rustls
-//! through monoio-rustls for `rediss://`), commands packed and replies parsed by the `redis`
-//! crate (default features off: its async client needs tokio, DESIGN section 3), with
+//! through monoio-rustls for `rediss://`), commands packed and non-bulk replies parsed by the
+//! `redis` crate (default features off: its async client needs tokio, DESIGN section 3), with
 //! auto-pipelining, a per-command deadline and reconnection with capped, jittered backoff.
 //!
 //! Hot path of every Redis lookup and fill. Cost per command: one packed-command append to
 //! the outgoing buffer and one oneshot allocation; per *batch* of commands one `write` and as
 //! many `read`s as the replies need (auto-pipelining: every command queued while the previous
 //! batch was on the wire goes out in the next single write, so 50 concurrent lookups cost ~2
-//! syscalls each way, not 100). Replies are parsed by `redis::Parser`, which copies each reply
-//! once into its own buffer; a bulk reply becomes the entry's `Bytes` without another copy.
+//! syscalls each way, not 100). Replies are framed here: a bulk reply (a GET's value) is one
+//! copy out of the read buffer, or read from the socket into its own exact-size buffer when it
+//! is large, and becomes the entry's `Bytes` without another copy; other replies are parsed by
+//! `redis::parse_redis_value` ([`Replies`] says why not `redis::Parser`).
 //!
 //! # Lifecycle
 //!
@@ -27,13 +29,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, Read};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use redis::Value;
 use rustls::pki_types::ServerName;
@@ -445,29 +448,71 @@ impl Drop for Conn {
     }
 }
 
-/// Replies read off a stream: a `redis::Parser` fed from a read buffer.
+/// Replies read off a stream. Each reply is framed here (RESP2: the type byte, the line, a bulk
+/// string's length, an array's elements); a bulk string, the reply of every GET, is taken
+/// straight out of the read buffer, and one of [`DIRECT_BULK`] bytes or more is read from the
+/// socket into a buffer of its exact size. Every other reply is parsed by
+/// `redis::parse_redis_value` on its exact bytes. Why not `redis::Parser` over the stream: it
+/// copies each reply into its own buffer, grown 8 KiB at a time and zero-filled, re-runs the
+/// partial parse per chunk and copies a bulk string out again
+/// (`perf/results/2026-12-02-redis-hit.md`: memmove and memset were 12% of a 100 KiB Redis hit).
 #[derive(Default)]
 struct Replies {
-    parser: redis::Parser,
     buf: Vec<u8>,
-    /// Bytes of `buf` the parser has taken.
+    /// Bytes of `buf` already handed out.
     pos: usize,
 }
 
-/// A reader over newly read bytes that says `WouldBlock` when they run out: `redis::Parser`
-/// keeps what it took and resumes on the next call (DESIGN section 3).
-struct Feed<'a>(&'a [u8]);
+/// Bulk replies at least this long are read into their own exact-size buffer.
+pub const DIRECT_BULK: usize = 16 << 10;
 
-impl Read for Feed<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.0.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
+/// Length of the one complete RESP2 reply at the start of `b`: `Ok(None)` if `b` holds only part
+/// of it, `Err` if it is not RESP2. Arrays nest at most 8 deep (`CLUSTER SLOTS` needs 3).
+pub fn frame(b: &[u8], depth: u8) -> Result<Option<usize>, ()> {
+    let Some(cr) = b.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let after = cr + 2;
+    let int = || -> Result<i64, ()> {
+        std::str::from_utf8(&b[1..cr])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(())
+    };
+    match b.first() {
+        Some(b'+' | b'-' | b':') => Ok(Some(after)),
+        Some(b'$') => match int()? {
+            -1 => Ok(Some(after)),
+            n if n < 0 => Err(()),
+            n => {
+                let total = after + n as usize + 2;
+                Ok((b.len() >= total).then_some(total))
+            }
+        },
+        Some(b'*') if depth < 8 => {
+            let n = int()?;
+            let mut at = after;
+            for _ in 0..n.max(0) {
+                match frame(&b[at..], depth + 1)? {
+                    Some(k) => at += k,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(at))
         }
-        let n = out.len().min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        Ok(n)
+        _ => Err(()),
     }
+}
+
+/// A bulk reply's header, when its line is complete at the start of `b`: (header bytes, body
+/// bytes). `None` for anything else (other types, nil, a partial line).
+fn bulk_header(b: &[u8]) -> Option<(usize, usize)> {
+    if b.first() != Some(&b'$') {
+        return None;
+    }
+    let cr = b.windows(2).position(|w| w == b"\r\n")?;
+    let n: usize = std::str::from_utf8(&b[1..cr]).ok()?.parse().ok()?;
+    Some((cr + 2, n))
 }
 
 impl Replies {
@@ -475,24 +520,68 @@ impl Replies {
     /// parse (the connection is then out of step and must close).
     async fn next(&mut self, stream: &mut UpstreamStream) -> Result<Value, String> {
         loop {
-            let mut feed = Feed(&self.buf[self.pos..]);
-            match self.parser.parse_value(&mut feed) {
-                Ok(v) => {
-                    self.pos = self.buf.len() - feed.0.len();
+            let b = &self.buf[self.pos..];
+            match frame(b, 0) {
+                Ok(Some(n)) => {
+                    let reply = &b[..n];
+                    let v = match bulk_header(reply) {
+                        Some((h, len)) => Value::BulkString(reply[h..h + len].to_vec()),
+                        None => redis::parse_redis_value(reply)
+                            .map_err(|e| format!("reply does not parse: {e}"))?,
+                    };
+                    self.pos += n;
                     return Ok(v);
                 }
-                // The feed ran dry (it says WouldBlock only when empty): read more.
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(format!("reply does not parse: {e}")),
+                Ok(None) => {}
+                Err(()) => return Err("reply is not RESP2".into()),
             }
-            self.buf.clear();
+            if let Some((h, len)) = bulk_header(b).filter(|(_, len)| *len >= DIRECT_BULK) {
+                return self.direct(stream, h, len).await;
+            }
+            // Keep the unread part at the front, then read more after it.
+            self.buf.drain(..self.pos);
             self.pos = 0;
-            match read_more(stream, &mut self.buf, 64 << 10).await {
+            self.fill(stream).await?;
+        }
+    }
+
+    async fn fill(&mut self, stream: &mut UpstreamStream) -> Result<(), String> {
+        match read_more(stream, &mut self.buf, 64 << 10).await {
+            Ok(0) => Err("closed by Redis".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("read: {}", e.kind())),
+        }
+    }
+
+    /// A bulk reply of `len` bytes whose `h`-byte header starts at `pos`, read into a buffer of
+    /// its own: what is buffered is copied once, the rest comes straight from the socket. Only
+    /// called when the reply is not complete in the buffer, so nothing after it is buffered.
+    async fn direct(
+        &mut self,
+        stream: &mut UpstreamStream,
+        h: usize,
+        len: usize,
+    ) -> Result<Value, String> {
+        let want = len + 2;
+        let mut body = Vec::with_capacity(want);
+        body.extend_from_slice(&self.buf[self.pos + h..]);
+        self.buf.clear();
+        self.pos = 0;
+        while body.len() < want {
+            let at = body.len();
+            let (r, slice) = stream.read(body.slice_mut(at..want)).await;
+            body = slice.into_inner();
+            match r {
                 Ok(0) => return Err("closed by Redis".into()),
                 Ok(_) => {}
-                Err(e) => return Err(format!("read: {:?}", e.kind())),
+                Err(e) => return Err(format!("read: {}", e.kind())),
             }
         }
+        if body[len..] != *b"\r\n" {
+            return Err("bulk reply not terminated by CRLF".into());
+        }
+        body.truncate(len);
+        Ok(Value::BulkString(body))
     }
 }
 
@@ -540,4 +629,39 @@ fn splitmix(mut x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+
+    #[test]
+    fn replies_are_framed_exactly_and_partial_ones_wait() {
+        let cases: [&[u8]; 6] = [
+            b"+OK\r\n",
+            b"-MOVED 3999 127.0.0.1:6381\r\n",
+            b":42\r\n",
+            b"$-1\r\n",
+            b"$5\r\nhe\r\no\r\n",
+            b"*2\r\n*3\r\n:0\r\n:5460\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n$0\r\n\r\n",
+        ];
+        for c in cases {
+            let mut two = c.to_vec();
+            two.extend_from_slice(b"+NEXT\r\n");
+            assert_eq!(
+                frame(&two, 0),
+                Ok(Some(c.len())),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+            for cut in 0..c.len() {
+                assert_eq!(frame(&c[..cut], 0), Ok(None), "cut {cut} of {c:?}");
+            }
+        }
+        assert!(frame(b"?what\r\n", 0).is_err());
+        assert!(frame(b"$x\r\n", 0).is_err());
+        assert!(frame(b"$-2\r\n", 0).is_err());
+        let deep = "*1\r\n".repeat(9) + ":1\r\n";
+        assert!(frame(deep.as_bytes(), 0).is_err());
+    }
 }

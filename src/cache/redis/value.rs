@@ -39,7 +39,8 @@ pub const HEADER_BYTES: usize = 30;
 
 /// The Redis key of `key` under `prefix` (layout in the module doc).
 pub fn redis_key(prefix: &str, key: &CacheKeyRef<'_>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 6 + key.bucket.len() + key.key.len() + 16);
+    let version = key.version_id.map_or(0, |v| v.len() + 3);
+    let mut k = Vec::with_capacity(prefix.len() + 6 + key.bucket.len() + key.key.len() + version);
     k.extend_from_slice(prefix.as_bytes());
     k.extend_from_slice(b"obj:");
     k.extend_from_slice(key.bucket);
