@@ -466,24 +466,28 @@ struct Replies {
 /// Bulk replies at least this long are read into their own exact-size buffer.
 pub const DIRECT_BULK: usize = 16 << 10;
 
+/// Bytes that are not a RESP2 reply (the connection is out of step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotResp;
+
 /// Length of the one complete RESP2 reply at the start of `b`: `Ok(None)` if `b` holds only part
 /// of it, `Err` if it is not RESP2. Arrays nest at most 8 deep (`CLUSTER SLOTS` needs 3).
-pub fn frame(b: &[u8], depth: u8) -> Result<Option<usize>, ()> {
+pub fn frame(b: &[u8], depth: u8) -> Result<Option<usize>, NotResp> {
     let Some(cr) = b.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
     let after = cr + 2;
-    let int = || -> Result<i64, ()> {
+    let int = || -> Result<i64, NotResp> {
         std::str::from_utf8(&b[1..cr])
             .ok()
             .and_then(|t| t.parse().ok())
-            .ok_or(())
+            .ok_or(NotResp)
     };
     match b.first() {
         Some(b'+' | b'-' | b':') => Ok(Some(after)),
         Some(b'$') => match int()? {
             -1 => Ok(Some(after)),
-            n if n < 0 => Err(()),
+            n if n < 0 => Err(NotResp),
             n => {
                 let total = after + n as usize + 2;
                 Ok((b.len() >= total).then_some(total))
@@ -500,7 +504,7 @@ pub fn frame(b: &[u8], depth: u8) -> Result<Option<usize>, ()> {
             }
             Ok(Some(at))
         }
-        _ => Err(()),
+        _ => Err(NotResp),
     }
 }
 
@@ -533,7 +537,7 @@ impl Replies {
                     return Ok(v);
                 }
                 Ok(None) => {}
-                Err(()) => return Err("reply is not RESP2".into()),
+                Err(NotResp) => return Err("reply is not RESP2".into()),
             }
             if let Some((h, len)) = bulk_header(b).filter(|(_, len)| *len >= DIRECT_BULK) {
                 return self.direct(stream, h, len).await;
