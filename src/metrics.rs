@@ -599,6 +599,10 @@ pub struct ShardMetrics {
     pub disk: DiskMetrics,
     /// This shard's Redis-tier counters.
     pub redis: RedisMetrics,
+    /// Requests refused by the IP lists (403).
+    pub limited_ip: Counter,
+    /// Requests shed by `max_concurrent_requests` (503).
+    pub limited_shed: Counter,
     /// Copy-on-write: readers (the shard, the scraper) load without a lock; a new bucket
     /// replaces the map (once per bucket name and shard).
     buckets: ArcSwap<BTreeMap<String, Arc<BucketMetrics>>>,
@@ -619,6 +623,8 @@ impl ShardMetrics {
             connections_accepted: Counter::default(),
             disk: DiskMetrics::default(),
             redis: RedisMetrics::default(),
+            limited_ip: Counter::default(),
+            limited_shed: Counter::default(),
             buckets: ArcSwap::from_pointee(BTreeMap::new()),
         }
     }
@@ -1228,6 +1234,18 @@ impl Collector for Scrape {
         if redis_enabled {
             redis_families(&mut enc, &shards, &shard_ids)?;
         }
+        let (ip, shed) = shards.iter().fold((0, 0), |(i, s), m| {
+            (i + m.limited_ip.get(), s + m.limited_shed.get())
+        });
+        counter(
+            &mut enc,
+            "requests_limited",
+            "Requests refused by the limit phase, by reason: ip_blocked (403), shed (503, max_concurrent_requests).",
+            &[
+                (vec![("reason", "ip_blocked")], ip),
+                (vec![("reason", "shed")], shed),
+            ],
+        )?;
         let cpus: Vec<String> = shards
             .iter()
             .map(|s| s.cpu.map_or_else(|| "none".to_owned(), |c| c.to_string()))

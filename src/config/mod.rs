@@ -330,6 +330,15 @@ pub struct ServerConfig {
     /// Proxies (CIDR blocks or addresses) whose `X-Forwarded-For` is believed when logging the
     /// client address; empty (default) = the peer address is always the client. Reloadable.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Data-plane requests in flight on the node at once (every shard together, cache hits
+    /// included); over it 503 with `Retry-After`. 0 (default) = no limit. Reloadable.
+    pub max_concurrent_requests: u64,
+    /// Client networks (after `trusted_proxies`) allowed; non-empty = every other client gets
+    /// 403. Default empty. Reloadable.
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client networks refused with 403, unless `ip_allow` also names them. Default empty.
+    /// Reloadable.
+    pub ip_block: Vec<ipnet::IpNet>,
 }
 
 /// `server.shards`: `auto` (one per CPU in the process's affinity mask) or a count >= 1.
@@ -664,6 +673,11 @@ pub struct BucketConfig {
     pub auth: BucketAuthConfig,
     /// Cache overrides for this bucket.
     pub cache: BucketCacheConfig,
+    /// Client networks allowed on this bucket (same rules as `server.ip_allow`, applied after
+    /// the server's lists). Default empty.
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client networks refused on this bucket unless its `ip_allow` names them. Default empty.
+    pub ip_block: Vec<ipnet::IpNet>,
     /// CORS for pages on other origins; `None` (key absent) = no CORS headers are ever sent.
     pub cors: Option<CorsConfig>,
 }
@@ -794,6 +808,11 @@ pub struct BucketCacheConfig {
     pub ttl_seconds: Option<u64>,
     /// Overrides `cache.memory.max_item_size_mb`, MiB.
     pub max_item_size_mb: Option<u64>,
+    /// How long past its expiry an entry may still be served when S3 cannot be reached or
+    /// fails (RFC 5861 `stale-if-error`), seconds; the response's own `stale-if-error`
+    /// directive, when present, is honoured too (the larger wins). Default 0: an expired entry
+    /// is never served on an S3 failure without that directive (RFC 9111 section 4.2.4).
+    pub stale_if_error_seconds: u64,
 }
 
 /// `buckets[].cors`: which pages on other origins may read this bucket's objects (Fetch

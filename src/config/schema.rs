@@ -106,6 +106,9 @@ impl Decode for ServerConfig {
         let max_connections_per_shard = f.pos(d, "max_connections_per_shard", 65_536usize);
         let limits = f.or_section::<LimitsConfig>(d, "limits");
         let trusted_proxies = f.or(d, "trusted_proxies", Vec::<ipnet::IpNet>::new());
+        let max_concurrent_requests = f.or(d, "max_concurrent_requests", 0u64);
+        let ip_allow = f.or(d, "ip_allow", Vec::<ipnet::IpNet>::new());
+        let ip_block = f.or(d, "ip_block", Vec::<ipnet::IpNet>::new());
         f.finish(d);
         Some(ServerConfig {
             listen: listen?,
@@ -119,6 +122,9 @@ impl Decode for ServerConfig {
             max_connections_per_shard: max_connections_per_shard?,
             limits: limits?,
             trusted_proxies: trusted_proxies?,
+            max_concurrent_requests: max_concurrent_requests?,
+            ip_allow: ip_allow?,
+            ip_block: ip_block?,
         })
     }
 }
@@ -732,6 +738,8 @@ impl Decode for BucketConfig {
         let auth = f.or_section::<BucketAuthConfig>(d, "auth");
         let cache = f.or_section::<BucketCacheConfig>(d, "cache");
         let cors = f.opt::<CorsConfig>(d, "cors");
+        let ip_allow = f.or(d, "ip_allow", Vec::<ipnet::IpNet>::new());
+        let ip_block = f.or(d, "ip_block", Vec::<ipnet::IpNet>::new());
         f.finish(d);
         Some(BucketConfig {
             name: name?,
@@ -740,6 +748,8 @@ impl Decode for BucketConfig {
             auth: auth?,
             cache: cache?,
             cors: cors?,
+            ip_allow: ip_allow?,
+            ip_block: ip_block?,
         })
     }
 }
@@ -910,11 +920,13 @@ impl Decode for BucketCacheConfig {
         let enabled = f.or(d, "enabled", true);
         let ttl_seconds = f.opt::<u64>(d, "ttl_seconds");
         let max_item_size_mb = f.opt::<u64>(d, "max_item_size_mb");
+        let stale_if_error_seconds = f.or(d, "stale_if_error_seconds", 0u64);
         f.finish(d);
         Some(BucketCacheConfig {
             enabled: enabled?,
             ttl_seconds: ttl_seconds?,
             max_item_size_mb: max_item_size_mb?,
+            stale_if_error_seconds: stale_if_error_seconds?,
         })
     }
 }

@@ -117,7 +117,8 @@ fn defaults_apply_when_sections_are_omitted() {
         BucketCacheConfig {
             enabled: true,
             ttl_seconds: None,
-            max_item_size_mb: None
+            max_item_size_mb: None,
+            stale_if_error_seconds: 0
         }
     );
     assert_eq!(b.cors, None, "no cors block = no CORS");

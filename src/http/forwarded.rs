@@ -55,7 +55,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`, as a dual-stack listener reports them) compare as
 /// IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// `ip`, an IPv4-mapped IPv6 address as its IPv4 address (how lists compare it).
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -48,8 +48,10 @@ pub enum Fetched<'u> {
 }
 
 /// Revalidate a stale entry for a plain GET with `If-None-Match: <its ETag>`: 304 refreshes it
-/// (RFC 9111 section 4.3.4), 200 replaces it while streaming, another 4xx drops it, and when
-/// S3 cannot be reached or fails the stale copy is served (RFC 9111 section 4.2.4).
+/// (RFC 9111 section 4.3.4), 200 replaces it while streaming, another 4xx drops it. When S3
+/// cannot be reached or fails, the stale copy is served only within its stale-if-error window
+/// ([`stale_if_error_window`], RFC 5861 section 4); past it the client gets S3's failure
+/// (502/503/504), as RFC 9111 section 4.2.4 asks of a cache not allowed to serve stale.
 pub async fn revalidate<'s>(
     shard: &'s Shard,
     local: &Local,
@@ -94,8 +96,46 @@ pub async fn revalidate<'s>(
                 Miss::plain(CacheOutcome::Miss { stored: false }),
             ))
         }
-        _ => Ok(Fetched::Cached(obj, CacheOutcome::Stale)),
+        failed => {
+            let window = stale_if_error_window(&obj, object.bucket.cache.stale_if_error_seconds);
+            let past = SystemTime::now()
+                .duration_since(obj.expires_at)
+                .unwrap_or_default();
+            if past <= window {
+                return Ok(Fetched::Cached(obj, CacheOutcome::Stale));
+            }
+            // Not allowed to serve it stale: S3's answer (or the transport error) goes out; the
+            // entry stays, S3 failing says nothing about the object.
+            match failed {
+                Ok(r) => Ok(Fetched::Origin(
+                    r,
+                    Miss::plain(CacheOutcome::Miss { stored: false }),
+                )),
+                Err(e) => Err(e),
+            }
+        }
     }
+}
+
+/// How long past its expiry `obj` may be served when S3 fails: the larger of the bucket's
+/// `cache.stale_if_error_seconds` and the stored response's own `Cache-Control:
+/// stale-if-error=N` (RFC 5861 section 4). Zero when neither is set.
+pub fn stale_if_error_window(obj: &CachedObject, bucket_seconds: u64) -> std::time::Duration {
+    let directive = obj
+        .headers
+        .iter()
+        .filter(|(n, _)| *n == header::CACHE_CONTROL)
+        .filter_map(|(_, v)| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| {
+            let (name, value) = d.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("stale-if-error")
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())?
+        })
+        .max()
+        .unwrap_or(0);
+    std::time::Duration::from_secs(bucket_seconds.max(directive))
 }
 
 /// Fetch `object` for `head` and settle the conditionals (module doc). Errors: transport

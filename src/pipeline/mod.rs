@@ -163,6 +163,8 @@ pub struct Shard {
     metrics: Arc<ShardMetrics>,
     /// Backend readiness, answered on `/ready`.
     health: Arc<Health>,
+    /// The node's in-flight request count ([`Services::in_flight`]).
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Process-wide services each shard reads: the metrics registry, the readiness state and the
@@ -179,6 +181,9 @@ pub struct Services {
     pub disk: Option<Arc<DiskNode>>,
     /// The Redis tier's settings (`None`: off); each shard opens its own connections.
     pub redis: Option<Arc<RedisSettings>>,
+    /// Data-plane requests in flight on the node (every shard), for
+    /// `server.max_concurrent_requests` ([`limit`]).
+    pub in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Every core's queue of the key-owned cache: the senders, and one inbox per shard.
@@ -193,6 +198,7 @@ impl Services {
             owners: Arc::default(),
             disk: None,
             redis: None,
+            in_flight: Arc::default(),
         }
     }
 }
@@ -341,6 +347,7 @@ impl Shard {
             ctx,
             metrics,
             health: services.health.clone(),
+            in_flight: services.in_flight.clone(),
         }
     }
 
@@ -373,7 +380,7 @@ impl Shard {
             }
             Route::Object(object) => object,
         };
-        limit::check(self, &object, cx)?;
+        let _admission = limit::check(self, local, head, conn, &object)?;
         authenticate::check(self, local, head, &object, cx)?;
         let fetched = match lookup::lookup(self, local, head, &object, cx).await {
             Lookup::Fresh(found) => {

@@ -1,0 +1,203 @@
+//! The limit phase and stale-if-error through the real binary against RGW (and
+//! `tests/support/faulty-origin.py` where S3 must be slow or gone).
+//!
+//! Asserted: `server.ip_block` refuses the client with a 403 JSON error (counted in
+//! `requests_limited_total{reason="ip_blocked"}`), `ip_allow` wins where both lists match, a
+//! non-empty `ip_allow` refuses everyone else, a bucket's own lists apply to that bucket only,
+//! and the client address is the `X-Forwarded-For` hop `trusted_proxies` leads to (IPv4 and
+//! IPv6); `server.max_concurrent_requests: 2` with two downloads stalled by a slow origin
+//! answers a third request, a cache hit included, 503 JSON with `Retry-After: 1` (counted as
+//! `shed`), and admits requests again once the downloads end; an expired entry whose S3 is gone
+//! is served `X-Cache: STALE` / `detail=stale`, exact, inside the bucket's
+//! `cache.stale_if_error_seconds`, and with the default 0 the client gets 502 instead (RFC 9111
+//! section 4.2.4).
+
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The standard config with `server_extra` and a `cache:` section holding the memory tier.
+fn yaml(server_extra: &str, extra_buckets: &str) -> String {
+    config(server_extra, extra_buckets).replace(
+        "logging:",
+        "cache:\n  memory: {max_cache_size_mb: 64, max_item_size_mb: 10, default_ttl_seconds: 3600}\nlogging:",
+    )
+}
+
+/// `yaml` with `lines` (bucket-level keys, indented by 4) added to the bucket named `name`.
+fn with_bucket_keys(yaml: &str, name: &str, lines: &str) -> String {
+    let anchor = format!("  - name: {name}\n");
+    assert!(yaml.contains(&anchor), "no bucket {name}");
+    yaml.replacen(&anchor, &format!("{anchor}{lines}"), 1)
+}
+
+fn limited(p: &Proxy, reason: &str) -> u64 {
+    let r = p.admin("GET", "/metrics", &[]);
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let series = format!("yatagarasu_requests_limited_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or_else(|| panic!("no {series} in /metrics"), |v| v as u64)
+}
+
+fn get(p: &Proxy, path: &str, headers: &[(&str, &str)]) -> Response {
+    p.get(path, headers)
+}
+
+#[test]
+fn ip_lists_refuse_with_403_and_allow_wins() {
+    let hello = backend().object("yata-public", "hello.txt").clone();
+    let p = Proxy::start(&yaml("  ip_block: [\"127.0.0.0/8\"]\n", ""));
+    let r = get(&p, "/public/hello.txt", &[]);
+    r.assert_json_error(403);
+    assert_eq!(limited(&p, "ip_blocked"), 1);
+    assert_eq!(limited(&p, "shed"), 0);
+
+    // Allow wins where both match.
+    let both = yaml(
+        "  ip_block: [\"127.0.0.0/8\"]\n  ip_allow: [\"127.0.0.1/32\"]\n",
+        "",
+    );
+    assert!(p.reload(&both).contains("config reloaded"));
+    let r = get(&p, "/public/hello.txt", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, backend().bytes(&hello));
+
+    // A non-empty allow list refuses every other client.
+    let other = yaml("  ip_allow: [\"10.0.0.0/8\", \"2001:db8::/32\"]\n", "");
+    assert!(p.reload(&other).contains("config reloaded"));
+    get(&p, "/public/hello.txt", &[]).assert_json_error(403);
+
+    // A bucket's lists apply to that bucket only.
+    let per_bucket = with_bucket_keys(&yaml("", ""), "media", "    ip_block: [\"127.0.0.1/32\"]\n");
+    assert!(p.reload(&per_bucket).contains("config reloaded"));
+    assert_eq!(get(&p, "/public/hello.txt", &[]).status, 200);
+    get(&p, "/media/video.bin", &[]).assert_json_error(403);
+}
+
+#[test]
+fn the_client_address_is_the_hop_trusted_proxies_lead_to() {
+    let p = Proxy::start(&yaml(
+        "  trusted_proxies: [\"127.0.0.0/8\"]\n  ip_block: [\"203.0.113.0/24\", \"2001:db8::/32\"]\n",
+        "",
+    ));
+    for (xff, status) in [
+        ("203.0.113.7", 403),
+        ("198.51.100.1, 127.0.0.2", 200),
+        ("203.0.113.9, 127.0.0.2", 403),
+        ("2001:db8::1", 403),
+        ("[2001:db8::5]:443", 403),
+        ("2001:db9::1", 200),
+    ] {
+        let r = get(&p, "/public/hello.txt", &[("X-Forwarded-For", xff)]);
+        assert_eq!(r.status, status, "X-Forwarded-For: {xff}");
+        if status == 403 {
+            r.assert_json_error(403);
+        }
+    }
+    // Without trusted_proxies the header is the client's word, not believed.
+    let q = Proxy::start(&yaml("  ip_block: [\"203.0.113.0/24\"]\n", ""));
+    let r = get(
+        &q,
+        "/public/hello.txt",
+        &[("X-Forwarded-For", "203.0.113.7")],
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn max_concurrent_requests_sheds_with_503_and_retry_after() {
+    // Each body byte-chunk of 1 KiB 300 ms apart: a 100 KiB download stays in flight ~30 s.
+    let origin = FaultyOrigin::start("slow-body", &["--chunk-bytes", "1024", "--delay-ms", "300"]);
+    let b = backend();
+    let slow = bucket_yaml(
+        "slow",
+        "/slow",
+        "yata-public",
+        &origin.endpoint(),
+        &b.ak1,
+        &b.sk1,
+        "",
+    ) + "    cache: {enabled: false}\n";
+    let p = Proxy::start(&yaml("  max_concurrent_requests: 2\n", &slow));
+    // A cache hit to check below: filled before the limit is reached.
+    let hello = b.object("yata-public", "hello.txt").clone();
+    assert_eq!(get(&p, "/public/hello.txt", &[]).status, 200);
+    assert_eq!(get(&p, "/public/hello.txt", &[]).status, 200);
+
+    let mut stalled: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = p.client();
+            c.send(&request_bytes("GET", "/slow/100k.bin", &[]));
+            c
+        })
+        .collect();
+    // Both are in flight once the origin has sent their heads.
+    std::thread::sleep(Duration::from_millis(800));
+    let t = Instant::now();
+    let r = get(&p, "/public/hello.txt", &[]);
+    assert!(t.elapsed() < Duration::from_millis(500), "shedding waited");
+    r.assert_json_error(503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(limited(&p, "shed") >= 1);
+    get(&p, "/slow/1k.bin", &[]).assert_json_error(503);
+
+    // The downloads end (the clients go away): requests are admitted again.
+    stalled.clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&p, "/public/hello.txt", &[]);
+        if r.status == 200 {
+            assert_eq!(r.body, b.bytes(&hello));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still shedding: {}", r.status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stale_if_error_serves_an_expired_entry_within_its_window_only() {
+    let b = backend();
+    let hello = b.object("yata-public", "hello.txt").clone();
+    let origin_a = FaultyOrigin::start("pass", &[]);
+    let origin_b = FaultyOrigin::start("pass", &[]);
+    let bucket = |name: &str, origin: &FaultyOrigin, stale: u64| {
+        bucket_yaml(
+            name,
+            &format!("/{name}"),
+            "yata-public",
+            &origin.endpoint(),
+            &b.ak1,
+            &b.sk1,
+            "",
+        ) + &format!("    cache: {{ttl_seconds: 1, stale_if_error_seconds: {stale}}}\n")
+    };
+    let extra = bucket("graceful", &origin_a, 60) + &bucket("strict", &origin_b, 0);
+    let p = Proxy::start(&yaml("", &extra));
+    for name in ["graceful", "strict"] {
+        let r = get(&p, &format!("/{name}/hello.txt"), &[]);
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.header("x-cache"), Some("MISS"), "{name}");
+    }
+    // Expired, and S3 gone.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(origin_a);
+    drop(origin_b);
+    let r = get(&p, "/graceful/hello.txt", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-cache"), Some("STALE"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("yatagarasu; hit; detail=stale")
+    );
+    assert_eq!(r.body, b.bytes(&hello));
+    let r = get(&p, "/strict/hello.txt", &[]);
+    r.assert_json_error(502);
+}
