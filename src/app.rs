@@ -233,7 +233,10 @@ impl Reloader {
         let stale: Vec<String> = old
             .buckets
             .iter()
-            .filter(|b| new.bucket(&b.name).is_none_or(|n| n.s3 != b.s3))
+            .filter(|b| {
+                new.bucket(&b.name)
+                    .is_none_or(|n| !n.s3.same_objects(&b.s3))
+            })
             .map(|b| b.name.clone())
             .collect();
         if stale.is_empty() {

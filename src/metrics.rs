@@ -151,8 +151,11 @@ pub struct BucketMetrics {
     pub duration: Histogram,
     /// Response body bytes written to clients.
     pub bytes_sent: Counter,
-    /// Requests sent to S3 (misses, bypasses, revalidations, HEADs completing metadata).
+    /// Requests sent to S3 (misses, bypasses, revalidations, HEADs completing metadata),
+    /// retries included.
     pub upstream_requests: Counter,
+    /// Of those, retries of a failed attempt (`s3.retry`).
+    pub upstream_retries: Counter,
     /// Time from sending an S3 request to its response head.
     pub upstream_duration: Histogram,
     /// S3 failures by code: the S3 error code of 4xx/5xx answers (`NoSuchKey`, `SlowDown`...,
@@ -964,6 +967,7 @@ struct BucketSums {
     duration: HistogramSnapshot,
     bytes_sent: u64,
     upstream_requests: u64,
+    upstream_retries: u64,
     upstream_duration: HistogramSnapshot,
     upstream_errors: [u64; UPSTREAM_ERROR_CODES.len()],
     cache: [u64; CACHE_COUNTERS.len()],
@@ -983,6 +987,7 @@ impl Default for BucketSums {
             duration: HistogramSnapshot::default(),
             bytes_sent: 0,
             upstream_requests: 0,
+            upstream_retries: 0,
             upstream_duration: HistogramSnapshot::default(),
             upstream_errors: [0; UPSTREAM_ERROR_CODES.len()],
             cache: Default::default(),
@@ -1011,6 +1016,7 @@ impl Collector for Scrape {
                 b.duration.add_into(&mut acc.duration);
                 acc.bytes_sent += b.bytes_sent.get();
                 acc.upstream_requests += b.upstream_requests.get();
+                acc.upstream_retries += b.upstream_retries.get();
                 b.upstream_duration.add_into(&mut acc.upstream_duration);
                 b.upstream_errors.add_into(&mut acc.upstream_errors);
                 for (a, (_, _, read)) in acc.cache.iter_mut().zip(CACHE_COUNTERS) {
@@ -1047,6 +1053,7 @@ impl Collector for Scrape {
         let mut durations = Vec::new();
         let mut bytes = Vec::new();
         let mut up_requests = Vec::new();
+        let mut up_retries = Vec::new();
         let mut up_durations = Vec::new();
         let mut up_errors = Vec::new();
         let mut cache: Vec<Vec<(Labels<'_>, u64)>> = vec![Vec::new(); CACHE_COUNTERS.len()];
@@ -1078,6 +1085,7 @@ impl Collector for Scrape {
                 continue;
             }
             up_requests.push((b.clone(), s.upstream_requests));
+            up_retries.push((b.clone(), s.upstream_retries));
             up_durations.push((b.clone(), s.upstream_duration));
             for (code, &n) in UPSTREAM_ERROR_CODES.iter().zip(&s.upstream_errors) {
                 if n > 0 {
@@ -1131,6 +1139,12 @@ impl Collector for Scrape {
             "upstream_requests",
             "Requests sent to S3, by bucket.",
             &up_requests,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_retries",
+            "Retries of failed S3 attempts (s3.retry), by bucket.",
+            &up_retries,
         )?;
         histogram(
             &mut enc,

@@ -35,7 +35,7 @@ pub async fn run(snapshot: Snapshot<Prepared>, health: Arc<Health>) {
             health.set_buckets(prepared.config.buckets.iter().map(|b| {
                 let unchanged = old
                     .and_then(|o| o.bucket(&b.name))
-                    .is_some_and(|o| o.s3 == b.s3);
+                    .is_some_and(|o| o.s3.same_objects(&b.s3));
                 (b.name.clone(), unchanged)
             }));
             seen = Some((generation, prepared.clone()));

@@ -709,6 +709,44 @@ pub struct S3Config {
     /// with the bucket's credentials) and made part of the cache key. Default false: a
     /// `versionId` then gets 400, never another version's bytes. Reloadable.
     pub allow_version_id: bool,
+    /// Retries of a failed GET/HEAD before its response head reached the client. Reloadable.
+    pub retry: RetryConfig,
+}
+
+impl S3Config {
+    /// Whether `other` reads the same objects (bucket, region, endpoint, addressing,
+    /// credentials, trust, versions): what decides whether cached entries still match S3 after
+    /// a reload. Retry settings and timeouts do not.
+    pub fn same_objects(&self, other: &S3Config) -> bool {
+        self.bucket == other.bucket
+            && self.region == other.region
+            && self.endpoint == other.endpoint
+            && self.addressing == other.addressing
+            && self.access_key == other.access_key
+            && self.secret_key == other.secret_key
+            && self.session_token == other.session_token
+            && self.tls_ca_file == other.tls_ca_file
+            && self.allow_version_id == other.allow_version_id
+    }
+}
+
+/// `buckets[].s3.retry`: how a GET/HEAD that failed before its response head reached the
+/// client is tried again (connect errors, timeouts, 500/502/503/504, S3 `SlowDown`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included (>= 1; 1 = no retry). Default 3.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt, ms: attempt n waits a uniform random time in
+    /// `[0, min(max_backoff_ms, base_backoff_ms * 2^(n-2))]` (full jitter). Default 20.
+    pub base_backoff_ms: u64,
+    /// Longest backoff, ms. Default 500.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        schema::section_defaults()
+    }
 }
 
 /// A parsed S3 endpoint: `scheme://host[:port]`, nothing else.

@@ -207,6 +207,21 @@ impl Decode for LimitsConfig {
     }
 }
 
+impl Decode for RetryConfig {
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let mut f = Fields::open(v, path, d)?;
+        let max_attempts = f.pos(d, "max_attempts", 3u32);
+        let base_backoff_ms = f.or(d, "base_backoff_ms", 20u64);
+        let max_backoff_ms = f.or(d, "max_backoff_ms", 500u64);
+        f.finish(d);
+        Some(RetryConfig {
+            max_attempts: max_attempts?,
+            base_backoff_ms: base_backoff_ms?,
+            max_backoff_ms: max_backoff_ms?,
+        })
+    }
+}
+
 impl Decode for AdminConfig {
     fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
         let mut f = Fields::open(v, path, d)?;
@@ -841,6 +856,7 @@ impl Decode for S3Config {
         let ca_path = f.key_path("tls_ca_file");
         let tls_ca_file = f.opt::<PathBuf>(d, "tls_ca_file");
         let allow_version_id = f.or(d, "allow_version_id", false);
+        let retry = f.or_section::<RetryConfig>(d, "retry");
         f.finish(d);
 
         let (bucket, region, endpoint, addressing) = (bucket?, region?, endpoint?, addressing?);
@@ -883,6 +899,7 @@ impl Decode for S3Config {
             first_byte_timeout_ms: first_byte_timeout_ms?,
             tls_ca_file,
             allow_version_id: allow_version_id?,
+            retry: retry?,
         };
         ok.then_some(s3)
     }

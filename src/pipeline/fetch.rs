@@ -25,6 +25,7 @@ use crate::http::range::{content_range_unsatisfied, parse_range, ByteRange};
 use crate::http::request::RequestHead;
 use crate::metrics::BucketMetrics;
 use crate::s3::request::{Backend, ObjectRequest};
+use crate::upstream::retry::retryable_status;
 use crate::upstream::Response;
 
 /// Request fields forwarded to S3 as they are (If-Range is evaluated here): the name looked
@@ -247,9 +248,39 @@ fn settle_conditionals(
     }
 }
 
-/// Send one object request to `backend` through the shard's pool, counting it (requests,
-/// latency to the response head, transport failures as `timeout` / `transport`) in `metrics`.
+/// Send one object request to `backend` through the shard's pool, retried per the bucket's
+/// `s3.retry` within the core's budget ([`crate::upstream::retry`]: transport failures and
+/// 500/502/503/504, full-jitter backoff), counting every attempt (requests, latency to the
+/// response head, transport failures as `timeout` / `transport`, retries) in `metrics`. Runs
+/// before any response byte reaches the client, so a retry is never seen by it.
 pub async fn send<'s>(
+    shard: &'s Shard,
+    metrics: &BucketMetrics,
+    backend: &Backend<'_>,
+    req: &ObjectRequest<'_>,
+) -> Result<Response<'s>, ProxyError> {
+    let policy = &backend.bucket.s3.retry;
+    shard.retry_budget.request();
+    let mut attempt = 1;
+    loop {
+        let result = send_once(shard, metrics, backend, req).await;
+        let failed = match &result {
+            Ok(r) => retryable_status(r.status),
+            Err(_) => true,
+        };
+        if !failed || attempt >= policy.max_attempts || !shard.retry_budget.try_retry() {
+            return result;
+        }
+        // An unread error body closes that connection; the next attempt takes another.
+        drop(result);
+        metrics.upstream_retries.inc();
+        monoio::time::sleep(shard.retry_budget.backoff(policy, attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// One attempt of [`send`], counted and timed.
+async fn send_once<'s>(
     shard: &'s Shard,
     metrics: &BucketMetrics,
     backend: &Backend<'_>,

@@ -165,6 +165,8 @@ pub struct Shard {
     health: Arc<Health>,
     /// The node's in-flight request count ([`Services::in_flight`]).
     in_flight: Arc<std::sync::atomic::AtomicU64>,
+    /// This core's retry budget and backoff jitter (`upstream::retry`).
+    retry_budget: crate::upstream::retry::RetryBudget,
 }
 
 /// Process-wide services each shard reads: the metrics registry, the readiness state and the
@@ -222,7 +224,10 @@ impl CacheSync {
         let next = self.snapshot.load_full();
         let old = std::mem::replace(&mut *self.applied.borrow_mut(), (generation, next.clone()));
         for b in &old.1.config.buckets {
-            let same = next.config.bucket(&b.name).is_some_and(|n| n.s3 == b.s3);
+            let same = next
+                .config
+                .bucket(&b.name)
+                .is_some_and(|n| n.s3.same_objects(&b.s3));
             if !same {
                 let scope = PurgeScope::Bucket(b.name.clone());
                 self.cache.purge(&scope);
@@ -348,6 +353,7 @@ impl Shard {
             metrics,
             health: services.health.clone(),
             in_flight: services.in_flight.clone(),
+            retry_budget: Default::default(),
         }
     }
 

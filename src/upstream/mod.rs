@@ -15,6 +15,7 @@
 
 pub mod dns;
 pub mod pool;
+pub mod retry;
 mod splice;
 pub mod stream;
 pub mod tls;

@@ -19,6 +19,13 @@ verifies at RGW). Responses come back unchanged except for the fault chosen by -
   error              answer every request itself (no upstream) with --status and an S3 XML
                      error body whose <Code> and <Message> are --code and --message verbatim
                      (XML-escaped), so tests can inject hostile codes and messages
+  reset              close the client connection with a TCP reset (SO_LINGER 0) as soon as a
+                     request head arrived, before any response byte
+
+--fail-first N limits error and reset to the first N requests the forwarder receives (over all
+connections); later requests pass through unchanged. --count-file PATH writes the number of
+requests received so far to PATH after each one (tests read it to count attempts). --match S
+restricts faults and counting to requests whose request line contains S.
 
 Not shipped: a test tool only, python3 standard library, one thread per client connection.
 Prints one line "listening 127.0.0.1:PORT" on stdout (flushed) once it accepts connections.
@@ -33,6 +40,7 @@ import argparse
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -48,13 +56,19 @@ def parse_args():
                    help="S3 endpoint, http://HOST:PORT (plain HTTP only)")
     p.add_argument("--port", type=int, default=0, help="listen port (0 = any free port)")
     p.add_argument("--mode", default="pass",
-                   choices=["pass", "trailing-response", "overlong", "head-body", "slow-body",
+                   choices=["pass", "trailing-response", "overlong", "head-body", "slow-body", "reset",
                             "error"])
     p.add_argument("--delay-ms", type=int, default=300,
                    help="trailing-response / head-body: wait before the injected bytes")
     p.add_argument("--extra-bytes", type=int, default=10, help="overlong: bytes past the body")
     p.add_argument("--chunk-bytes", type=int, default=65536, help="slow-body: bytes per piece")
     p.add_argument("--status", type=int, default=500, help="error: status code")
+    p.add_argument("--fail-first", type=int, default=0,
+                   help="error/reset: only the first N requests (0 = every request)")
+    p.add_argument("--count-file", default=None, help="write the request count here")
+    p.add_argument("--match", default="",
+                   help="error/reset/counting apply only to requests whose request line "
+                        "contains this (others pass; the readiness probe's, say)")
     p.add_argument("--code", default="InternalError", help="error: S3 <Code>")
     p.add_argument("--message", default="We encountered an internal error.",
                    help="error: S3 <Message>")
@@ -157,6 +171,22 @@ def forged_response():
     ) + FORGED_BODY
 
 
+COUNT_LOCK = threading.Lock()
+COUNT = [0]
+
+
+def count_request(args):
+    """Count one request; return its 1-based number over every connection."""
+    with COUNT_LOCK:
+        COUNT[0] += 1
+        n = COUNT[0]
+        if args.count_file:
+            with open(args.count_file + ".tmp", "w") as f:
+                f.write(str(n))
+            os.replace(args.count_file + ".tmp", args.count_file)
+    return n
+
+
 def serve(client, args, upstream_addr):
     up = None
     try:
@@ -170,9 +200,15 @@ def serve(client, args, upstream_addr):
             method = head.split(b" ", 1)[0]
             length = int(header(head, b"content-length") or b"0")
             request = head + creader.exact(length)
-            if args.mode == "error":
+            matched = args.match.encode() in head.split(b"\r\n", 1)[0]
+            n = count_request(args) if matched else 0
+            faulty = matched and (args.fail_first == 0 or n <= args.fail_first)
+            if args.mode == "error" and faulty:
                 client.sendall(error_response(args, method))
                 continue
+            if args.mode == "reset" and faulty:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
             if up is None:
                 up = socket.create_connection(upstream_addr)
                 up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,124 @@
+//! Retries (`buckets[].s3.retry`) through the real binary, with `tests/support/faulty-origin.py`
+//! in front of RGW failing the first requests it receives and counting every request
+//! (`--count-file`).
+//!
+//! Asserted: two `503 SlowDown` answers then success give the client one 200 with the exact
+//! body, S3 saw 3 attempts and `upstream_retries_total` says 2; a connection reset before any
+//! response byte is retried into a 200; an origin that always answers `503 SlowDown` gets
+//! exactly `max_attempts` attempts and the client a 503 JSON error with `Retry-After`;
+//! `max_attempts: 1` never retries (a 500 is a 502 after one attempt); 404 is not retried.
+
+// A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// A proxy whose `/faulty` bucket goes through `origin` with `retry` (YAML flow mapping) and no
+/// cache, so every GET reaches the origin.
+fn proxy(origin: &FaultyOrigin, retry: &str) -> Proxy {
+    let b = backend();
+    let faulty = bucket_yaml(
+        "faulty",
+        "/faulty",
+        "yata-public",
+        &origin.endpoint(),
+        &b.ak1,
+        &b.sk1,
+        &format!("      retry: {retry}\n"),
+    ) + "    cache: {enabled: false}\n";
+    Proxy::start(&config("  shards: 1\n", &faulty))
+}
+
+/// Requests the forwarder received so far.
+fn received(count_file: &Path) -> u64 {
+    std::fs::read_to_string(count_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn retries(p: &Proxy) -> u64 {
+    let r = p.admin("GET", "/metrics", &[]);
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("yatagarasu_upstream_retries_total{bucket=\"faulty\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or_else(
+            || panic!("no upstream_retries_total for faulty"),
+            |v| v as u64,
+        )
+}
+
+/// The forwarder in `mode`, faulting and counting only requests for `.bin` objects (not the
+/// readiness probe's `HEAD` of the bucket), with its count file.
+fn counted(mode: &str, extra: &[&str]) -> (FaultyOrigin, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("count").to_string_lossy().into_owned();
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["--count-file", &file, "--match", ".bin"]);
+    (FaultyOrigin::start(mode, &args), dir)
+}
+
+#[test]
+fn two_slowdowns_then_success_are_one_200() {
+    let (origin, dir) = counted(
+        "error",
+        &["--status", "503", "--code", "SlowDown", "--fail-first", "2"],
+    );
+    let p = proxy(
+        &origin,
+        "{max_attempts: 3, base_backoff_ms: 5, max_backoff_ms: 20}",
+    );
+    let o = backend().object("yata-public", "1k.bin").clone();
+    let r = p.get("/faulty/1k.bin", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, backend().bytes(&o));
+    assert_eq!(received(&dir.path().join("count")), 3, "attempts");
+    assert_eq!(retries(&p), 2);
+}
+
+#[test]
+fn a_reset_before_the_response_head_is_retried() {
+    let (origin, dir) = counted("reset", &["--fail-first", "1"]);
+    let p = proxy(
+        &origin,
+        "{max_attempts: 3, base_backoff_ms: 5, max_backoff_ms: 20}",
+    );
+    let o = backend().object("yata-public", "100k.bin").clone();
+    let r = p.get("/faulty/100k.bin", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, backend().bytes(&o));
+    assert_eq!(received(&dir.path().join("count")), 2, "attempts");
+}
+
+#[test]
+fn an_origin_that_keeps_throttling_gets_max_attempts_and_the_client_a_503() {
+    let (origin, dir) = counted("error", &["--status", "503", "--code", "SlowDown"]);
+    let p = proxy(
+        &origin,
+        "{max_attempts: 3, base_backoff_ms: 5, max_backoff_ms: 20}",
+    );
+    let r = p.get("/faulty/1k.bin", &[]);
+    r.assert_json_error(503);
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+    assert_eq!(received(&dir.path().join("count")), 3, "attempts");
+}
+
+#[test]
+fn one_attempt_means_no_retry_and_client_errors_are_never_retried() {
+    let (origin, dir) = counted("error", &["--status", "500", "--fail-first", "1"]);
+    let p = proxy(&origin, "{max_attempts: 1}");
+    p.get("/faulty/1k.bin", &[]).assert_json_error(502);
+    assert_eq!(received(&dir.path().join("count")), 1, "attempts");
+    assert_eq!(retries(&p), 0);
+
+    let (origin, dir) = counted("pass", &[]);
+    let p = proxy(&origin, "{max_attempts: 3, base_backoff_ms: 5}");
+    let r = p.get("/faulty/no-such-key-anywhere.bin", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(received(&dir.path().join("count")), 1, "a 404 was retried");
+}
