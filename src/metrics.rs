@@ -156,6 +156,10 @@ pub struct BucketMetrics {
     pub upstream_requests: Counter,
     /// Of those, retries of a failed attempt (`s3.retry`).
     pub upstream_retries: Counter,
+    /// 1 while this shard's breaker for the bucket's backend is open or half-open, else 0.
+    pub breaker_open: Gauge,
+    /// Requests answered 503 at once because the breaker was open.
+    pub breaker_refusals: Counter,
     /// Time from sending an S3 request to its response head.
     pub upstream_duration: Histogram,
     /// S3 failures by code: the S3 error code of 4xx/5xx answers (`NoSuchKey`, `SlowDown`...,
@@ -968,6 +972,8 @@ struct BucketSums {
     bytes_sent: u64,
     upstream_requests: u64,
     upstream_retries: u64,
+    breaker_open: i64,
+    breaker_refusals: u64,
     upstream_duration: HistogramSnapshot,
     upstream_errors: [u64; UPSTREAM_ERROR_CODES.len()],
     cache: [u64; CACHE_COUNTERS.len()],
@@ -988,6 +994,8 @@ impl Default for BucketSums {
             bytes_sent: 0,
             upstream_requests: 0,
             upstream_retries: 0,
+            breaker_open: 0,
+            breaker_refusals: 0,
             upstream_duration: HistogramSnapshot::default(),
             upstream_errors: [0; UPSTREAM_ERROR_CODES.len()],
             cache: Default::default(),
@@ -1017,6 +1025,8 @@ impl Collector for Scrape {
                 acc.bytes_sent += b.bytes_sent.get();
                 acc.upstream_requests += b.upstream_requests.get();
                 acc.upstream_retries += b.upstream_retries.get();
+                acc.breaker_open += b.breaker_open.get();
+                acc.breaker_refusals += b.breaker_refusals.get();
                 b.upstream_duration.add_into(&mut acc.upstream_duration);
                 b.upstream_errors.add_into(&mut acc.upstream_errors);
                 for (a, (_, _, read)) in acc.cache.iter_mut().zip(CACHE_COUNTERS) {
@@ -1054,6 +1064,8 @@ impl Collector for Scrape {
         let mut bytes = Vec::new();
         let mut up_requests = Vec::new();
         let mut up_retries = Vec::new();
+        let mut breaker_open = Vec::new();
+        let mut breaker_refusals = Vec::new();
         let mut up_durations = Vec::new();
         let mut up_errors = Vec::new();
         let mut cache: Vec<Vec<(Labels<'_>, u64)>> = vec![Vec::new(); CACHE_COUNTERS.len()];
@@ -1086,6 +1098,8 @@ impl Collector for Scrape {
             }
             up_requests.push((b.clone(), s.upstream_requests));
             up_retries.push((b.clone(), s.upstream_retries));
+            breaker_open.push((b.clone(), s.breaker_open));
+            breaker_refusals.push((b.clone(), s.breaker_refusals));
             up_durations.push((b.clone(), s.upstream_duration));
             for (code, &n) in UPSTREAM_ERROR_CODES.iter().zip(&s.upstream_errors) {
                 if n > 0 {
@@ -1145,6 +1159,18 @@ impl Collector for Scrape {
             "upstream_retries",
             "Retries of failed S3 attempts (s3.retry), by bucket.",
             &up_retries,
+        )?;
+        gauge(
+            &mut enc,
+            "upstream_breaker_open",
+            "Shards whose circuit breaker for the bucket's backend is open or half-open.",
+            &breaker_open,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_breaker_refusals",
+            "Requests answered 503 at once because the backend's circuit breaker was open, by bucket.",
+            &breaker_refusals,
         )?;
         histogram(
             &mut enc,

@@ -34,7 +34,9 @@ fn proxy_through(origin: &FaultyOrigin) -> Proxy {
         &origin.endpoint(),
         &b.ak1,
         &b.sk1,
-        "",
+        // These tests look at what one failing answer becomes; the breaker (tests/resilience.rs)
+        // would turn repeated failures into its own 503s.
+        "      circuit_breaker: {failure_threshold: 1000}\n",
     );
     let yaml = config("  shards: 1\n", &faulty).replace(
         "logging:",

@@ -6,7 +6,10 @@
 //! body, S3 saw 3 attempts and `upstream_retries_total` says 2; a connection reset before any
 //! response byte is retried into a 200; an origin that always answers `503 SlowDown` gets
 //! exactly `max_attempts` attempts and the client a 503 JSON error with `Retry-After`;
-//! `max_attempts: 1` never retries (a 500 is a 502 after one attempt); 404 is not retried.
+//! `max_attempts: 1` never retries (a 500 is a 502 after one attempt); 404 is not retried; a
+//! circuit breaker opened by `failure_threshold` failures answers 503 with `Retry-After` in
+//! well under 100 ms without sending anything to the origin, lets one probe through after
+//! `open_ms` (a failed probe opens it again), and is exported as `upstream_breaker_open`.
 
 // A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -20,6 +23,11 @@ use common::*;
 /// A proxy whose `/faulty` bucket goes through `origin` with `retry` (YAML flow mapping) and no
 /// cache, so every GET reaches the origin.
 fn proxy(origin: &FaultyOrigin, retry: &str) -> Proxy {
+    proxy_s3(origin, &format!("      retry: {retry}\n"))
+}
+
+/// [`proxy`] with `s3_extra` (YAML lines indented by 6) in the bucket's `s3:` section.
+fn proxy_s3(origin: &FaultyOrigin, s3_extra: &str) -> Proxy {
     let b = backend();
     let faulty = bucket_yaml(
         "faulty",
@@ -28,7 +36,7 @@ fn proxy(origin: &FaultyOrigin, retry: &str) -> Proxy {
         &origin.endpoint(),
         &b.ak1,
         &b.sk1,
-        &format!("      retry: {retry}\n"),
+        s3_extra,
     ) + "    cache: {enabled: false}\n";
     Proxy::start(&config("  shards: 1\n", &faulty))
 }
@@ -41,16 +49,19 @@ fn received(count_file: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn retries(p: &Proxy) -> u64 {
+/// The `/faulty` bucket's value of metric `family`.
+fn faulty_metric(p: &Proxy, family: &str) -> u64 {
     let r = p.admin("GET", "/metrics", &[]);
     let text = String::from_utf8_lossy(&r.body).into_owned();
+    let series = format!("yatagarasu_{family}{{bucket=\"faulty\"}} ");
     text.lines()
-        .find_map(|l| l.strip_prefix("yatagarasu_upstream_retries_total{bucket=\"faulty\"} "))
+        .find_map(|l| l.strip_prefix(&series))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or_else(
-            || panic!("no upstream_retries_total for faulty"),
-            |v| v as u64,
-        )
+        .map_or_else(|| panic!("no {series}in /metrics"), |v| v as u64)
+}
+
+fn retries(p: &Proxy) -> u64 {
+    faulty_metric(p, "upstream_retries_total")
 }
 
 /// The forwarder in `mode`, faulting and counting only requests for `.bin` objects (not the
@@ -121,4 +132,42 @@ fn one_attempt_means_no_retry_and_client_errors_are_never_retried() {
     let r = p.get("/faulty/no-such-key-anywhere.bin", &[]);
     assert_eq!(r.status, 404);
     assert_eq!(received(&dir.path().join("count")), 1, "a 404 was retried");
+}
+
+#[test]
+fn an_open_breaker_answers_503_at_once_and_sends_nothing() {
+    let (origin, dir) = counted("error", &["--status", "500"]);
+    let p = proxy_s3(
+        &origin,
+        "      retry: {max_attempts: 1}\n      circuit_breaker: {failure_threshold: 3, open_ms: 1500}\n",
+    );
+    let count = dir.path().join("count");
+    for _ in 0..3 {
+        p.get("/faulty/1k.bin", &[]).assert_json_error(502);
+    }
+    assert_eq!(received(&count), 3);
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let r = p.get("/faulty/1k.bin", &[]);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        r.assert_json_error(503);
+        assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+    }
+    assert_eq!(
+        received(&count),
+        3,
+        "a request reached the origin while open"
+    );
+    assert_eq!(faulty_metric(&p, "upstream_breaker_open"), 1);
+    assert_eq!(faulty_metric(&p, "upstream_breaker_refusals_total"), 5);
+    // After open_ms one probe goes; it fails, so the breaker opens again.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    p.get("/faulty/1k.bin", &[]).assert_json_error(502);
+    assert_eq!(received(&count), 4, "the half-open probe");
+    p.get("/faulty/1k.bin", &[]).assert_json_error(503);
+    assert_eq!(received(&count), 4);
 }

@@ -711,6 +711,25 @@ pub struct S3Config {
     pub allow_version_id: bool,
     /// Retries of a failed GET/HEAD before its response head reached the client. Reloadable.
     pub retry: RetryConfig,
+    /// The per-core circuit breaker of this backend. Reloadable.
+    pub circuit_breaker: BreakerConfig,
+}
+
+/// `buckets[].s3.circuit_breaker`: after `failure_threshold` consecutive failed attempts
+/// (retries included) a core stops sending to the backend for `open_ms`, answering 503 with
+/// `Retry-After` at once; then one request probes it (half-open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failed attempts that open the breaker (>= 1). Default 5.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses before one probe, ms (> 0). Default 10000.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        schema::section_defaults()
+    }
 }
 
 impl S3Config {

@@ -222,6 +222,19 @@ impl Decode for RetryConfig {
     }
 }
 
+impl Decode for BreakerConfig {
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let mut f = Fields::open(v, path, d)?;
+        let failure_threshold = f.pos(d, "failure_threshold", 5u32);
+        let open_ms = f.pos(d, "open_ms", 10_000u64);
+        f.finish(d);
+        Some(BreakerConfig {
+            failure_threshold: failure_threshold?,
+            open_ms: open_ms?,
+        })
+    }
+}
+
 impl Decode for AdminConfig {
     fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
         let mut f = Fields::open(v, path, d)?;
@@ -857,6 +870,7 @@ impl Decode for S3Config {
         let tls_ca_file = f.opt::<PathBuf>(d, "tls_ca_file");
         let allow_version_id = f.or(d, "allow_version_id", false);
         let retry = f.or_section::<RetryConfig>(d, "retry");
+        let circuit_breaker = f.or_section::<BreakerConfig>(d, "circuit_breaker");
         f.finish(d);
 
         let (bucket, region, endpoint, addressing) = (bucket?, region?, endpoint?, addressing?);
@@ -900,6 +914,7 @@ impl Decode for S3Config {
             tls_ca_file,
             allow_version_id: allow_version_id?,
             retry: retry?,
+            circuit_breaker: circuit_breaker?,
         };
         ok.then_some(s3)
     }

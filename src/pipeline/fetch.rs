@@ -20,11 +20,12 @@ use super::lookup::{CachePlan, Fill, Miss};
 use super::route::ObjectRoute;
 use super::{Local, RequestCtx, Shard};
 use crate::cache::{evaluate, http_date, CacheOutcome, CachedObject, Precondition};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::range::{content_range_unsatisfied, parse_range, ByteRange};
 use crate::http::request::RequestHead;
 use crate::metrics::BucketMetrics;
 use crate::s3::request::{Backend, ObjectRequest};
+use crate::upstream::breaker::{retry_after_secs, Breaker};
 use crate::upstream::retry::retryable_status;
 use crate::upstream::Response;
 
@@ -260,14 +261,34 @@ pub async fn send<'s>(
     req: &ObjectRequest<'_>,
 ) -> Result<Response<'s>, ProxyError> {
     let policy = &backend.bucket.s3.retry;
+    let breaker_cfg = &backend.bucket.s3.circuit_breaker;
+    let breaker = shard.breaker(&backend.bucket.name);
     shard.retry_budget.request();
     let mut attempt = 1;
     loop {
+        if let Err(wait) = breaker.allow() {
+            metrics.breaker_refusals.inc();
+            return Err(ProxyError::unavailable(
+                Side::Origin,
+                retry_after_secs(wait),
+                "the S3 backend is failing: its circuit breaker is open",
+            ));
+        }
+        let was_open = breaker.code() != 0;
+        let probe = Probe {
+            breaker: &breaker,
+            done: false,
+        };
         let result = send_once(shard, metrics, backend, req).await;
         let failed = match &result {
             Ok(r) => retryable_status(r.status),
             Err(_) => true,
         };
+        probe.record(failed, breaker_cfg);
+        let is_open = breaker.code() != 0;
+        if was_open != is_open {
+            metrics.breaker_open.add(if is_open { 1 } else { -1 });
+        }
         if !failed || attempt >= policy.max_attempts || !shard.retry_budget.try_retry() {
             return result;
         }
@@ -276,6 +297,28 @@ pub async fn send<'s>(
         metrics.upstream_retries.inc();
         monoio::time::sleep(shard.retry_budget.backoff(policy, attempt)).await;
         attempt += 1;
+    }
+}
+
+/// An attempt the breaker let through: recorded when it ends, or abandoned if the request is
+/// dropped mid-attempt (so a half-open breaker is not left waiting for a probe that never ends).
+struct Probe<'b> {
+    breaker: &'b Breaker,
+    done: bool,
+}
+
+impl Probe<'_> {
+    fn record(mut self, failed: bool, cfg: &crate::config::BreakerConfig) {
+        self.done = true;
+        self.breaker.record(failed, cfg);
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.abandon();
+        }
     }
 }
 

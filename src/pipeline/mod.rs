@@ -167,6 +167,8 @@ pub struct Shard {
     in_flight: Arc<std::sync::atomic::AtomicU64>,
     /// This core's retry budget and backoff jitter (`upstream::retry`).
     retry_budget: crate::upstream::retry::RetryBudget,
+    /// This core's circuit breakers, by bucket name (`upstream::breaker`).
+    breakers: RefCell<std::collections::HashMap<String, Rc<crate::upstream::breaker::Breaker>>>,
 }
 
 /// Process-wide services each shard reads: the metrics registry, the readiness state and the
@@ -354,6 +356,7 @@ impl Shard {
             health: services.health.clone(),
             in_flight: services.in_flight.clone(),
             retry_budget: Default::default(),
+            breakers: RefCell::default(),
         }
     }
 
@@ -460,6 +463,18 @@ impl Shard {
 }
 
 impl Shard {
+    /// This core's breaker for bucket `name`'s backend (made closed on first use).
+    fn breaker(&self, name: &str) -> Rc<crate::upstream::breaker::Breaker> {
+        if let Some(b) = self.breakers.borrow().get(name) {
+            return b.clone();
+        }
+        let b = Rc::new(crate::upstream::breaker::Breaker::default());
+        self.breakers
+            .borrow_mut()
+            .insert(name.to_owned(), b.clone());
+        b
+    }
+
     /// Remove the entries `scope` names from this core's partition; returns how many. Runs on
     /// the shard (through the control mailbox, on every shard), O(entries in the shard). The
     /// admin purge then runs [`Shard::purge_l1`] on every shard.

@@ -13,6 +13,7 @@
 //! checkout that nothing arrived since (see [`pool`]: one `recv(MSG_PEEK)` per reuse). A request that failed on a pooled connection before any response
 //! byte arrived is retried once on a fresh connection (GET/HEAD are idempotent).
 
+pub mod breaker;
 pub mod dns;
 pub mod pool;
 pub mod retry;
