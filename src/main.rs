@@ -74,14 +74,6 @@ fn main() -> ExitCode {
         .iter()
         .map(|s| s.driver.to_string())
         .collect();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        listen = %server.local_addr(),
-        admin = %running.admin_addr,
-        shards = server.shards().len(),
-        drivers = %drivers.join(","),
-        "yatagarasu listening"
-    );
     let reloader = running.reloader;
     let on_reload = move || {
         let _ = reloader.reload("SIGHUP");
@@ -90,6 +82,16 @@ fn main() -> ExitCode {
         tracing::error!(error = %e, "cannot install signal handlers");
         return ExitCode::from(2);
     }
+    // Announced only once SIGHUP and SIGTERM are handled: a supervisor (or a test) that signals
+    // right after this line must not hit the default action.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %server.local_addr(),
+        admin = %running.admin_addr,
+        shards = server.shards().len(),
+        drivers = %drivers.join(","),
+        "yatagarasu listening"
+    );
     yatagarasu_runtime::notify_ready();
     match server.wait() {
         Ok(()) => {

@@ -390,7 +390,14 @@ fn reload_by_api_changes_credentials_adds_and_removes_buckets() {
     let r = reload_api(&proxy, &wrong);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["config_generation"], 1);
-    assert_eq!(proxy.get("/private/secret.txt", &[]).status, 403);
+    let denied = proxy.get("/private/secret.txt", &[]);
+    assert_eq!(
+        denied.status,
+        403,
+        "after the credentials changed: X-Cache {:?}, Cache-Status {:?}",
+        denied.header("x-cache"),
+        denied.header("cache-status")
+    );
 
     // Back, plus a new bucket; then the new bucket removed.
     let extra = public_bucket_yaml("extra", "/extra");
@@ -561,6 +568,16 @@ fn reload_changes_the_log_level() {
     let base = config("", "");
     let proxy = Proxy::start(&base);
     proxy.get("/public/hello.txt", &[("X-Request-Id", "lvl-info")]);
+    // The access line is written after the response went out: wait for it, so the reload
+    // below cannot overtake it (it would then be filtered at the new level).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log_text().contains("lvl-info") {
+        assert!(
+            Instant::now() < deadline,
+            "no access line for the first request"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let quiet = base.replace("level: info", "level: warn");
     assert_ne!(quiet, base);
     let r = reload_api(&proxy, &quiet);

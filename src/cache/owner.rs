@@ -251,7 +251,7 @@ impl<V> Lease<V> {
         };
         let admitted = entry
             .as_ref()
-            .is_some_and(|obj| self.owners.tiers.fill(&self.key, obj));
+            .is_some_and(|obj| self.owners.fill(&self.key, obj));
         // Local followers hold the published value; the flight ends here.
         drop(guard);
         self.owners.end_pending(&self.key, false, entry);
@@ -284,6 +284,8 @@ pub struct Owners<V> {
     pending: RefCell<HashMap<CacheKey, Pending>>,
     /// Streams this core started ([`Tee`] ids).
     streams_started: std::cell::Cell<u64>,
+    /// Per bucket: fills whose response arrived before this time are refused ([`Owners::fence`]).
+    fences: RefCell<HashMap<String, SystemTime>>,
 }
 
 impl<V> Owners<V> {
@@ -298,6 +300,7 @@ impl<V> Owners<V> {
             flights: SingleFlight::new(),
             pending: RefCell::new(HashMap::new()),
             streams_started: std::cell::Cell::new(0),
+            fences: RefCell::default(),
         })
     }
 
@@ -496,7 +499,7 @@ impl<V> Owners<V> {
     pub fn insert(&self, key: &CacheKey, obj: &Arc<CachedObject>) {
         let owner = owner_of(key.bucket_bytes(), key.key(), self.peers.shards());
         if owner == self.me {
-            self.tiers.fill(key, obj);
+            self.fill(key, obj);
             return;
         }
         let _ = self.peers.send_always(
@@ -520,6 +523,26 @@ impl<V> Owners<V> {
                 .peers
                 .send_always(owner, OwnerMsg::Remove { key: key.clone() });
         }
+    }
+
+    /// Offer `obj` to this core's tiers unless a fence refuses it: an entry whose response
+    /// arrived before its bucket was fenced ([`Owners::fence`]) was fetched under settings a
+    /// reload replaced (a fill ends, or its store reaches the owner, after the purge that the
+    /// reload caused). Whether a tier admitted it.
+    fn fill(&self, key: &CacheKey, obj: &Arc<CachedObject>) -> bool {
+        let fenced = self
+            .fences
+            .borrow()
+            .get(key.bucket())
+            .is_some_and(|at| obj.stored_at < *at);
+        !fenced && self.tiers.fill(key, obj)
+    }
+
+    /// Refuse every later fill of `bucket` whose response arrived before `at` (a reload pointed
+    /// the bucket at other S3 settings and purged it: fills in flight then must not bring the
+    /// old objects back). One entry per bucket, replaced by the next fence.
+    pub fn fence(&self, bucket: &str, at: SystemTime) {
+        self.fences.borrow_mut().insert(bucket.to_owned(), at);
     }
 
     /// Drop what `scope` names from this core's partition; how many entries. The admin purge
@@ -582,7 +605,7 @@ impl<V> Owners<V> {
                 ends_flight,
             } => {
                 if let Some(obj) = &entry {
-                    self.tiers.fill(&key, obj);
+                    self.fill(&key, obj);
                 }
                 if ends_flight {
                     self.end_pending(&key, true, entry);

@@ -232,6 +232,8 @@ impl CacheSync {
                 .is_some_and(|n| n.s3.same_objects(&b.s3));
             if !same {
                 let scope = PurgeScope::Bucket(b.name.clone());
+                // Fills still in flight from before the reload must not refill the bucket.
+                self.cache.fence(&b.name, std::time::SystemTime::now());
                 self.cache.purge(&scope);
                 self.cache.purge_l1(&scope);
             }
