@@ -162,35 +162,6 @@ fn cache_dir() -> (tempfile::TempDir, PathBuf) {
 // ---------------------------------------------------------------------------------------------
 // Metrics.
 
-fn metrics_text(p: &Proxy) -> String {
-    let r = p.admin("GET", "/metrics", &[]);
-    assert_eq!(r.status, 200, "GET /metrics");
-    String::from_utf8(r.body).expect("metrics are UTF-8")
-}
-
-/// The sum over every series of `family` (full name) whose labels include all of `labels`.
-fn metric_sum(text: &str, family: &str, labels: &[(&str, &str)]) -> u64 {
-    let mut total = 0.0f64;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (name_labels, value) = match line.rsplit_once(' ') {
-            Some(x) => x,
-            None => continue,
-        };
-        let (name, label_text) = match name_labels.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (name_labels, ""),
-        };
-        if name != family {
-            continue;
-        }
-        let has = |k: &str, v: &str| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\""));
-        if labels.iter().all(|(k, v)| has(k, v)) {
-            total += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total as u64
-}
-
 /// The disk layer's per-bucket series `family` for the public bucket, summed over shards.
 fn disk_bucket(text: &str, family: &str) -> u64 {
     metric_sum(

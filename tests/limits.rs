@@ -37,13 +37,11 @@ fn with_bucket_keys(yaml: &str, name: &str, lines: &str) -> String {
 }
 
 fn limited(p: &Proxy, reason: &str) -> u64 {
-    let r = p.admin("GET", "/metrics", &[]);
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    let series = format!("yatagarasu_requests_limited_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or_else(|| panic!("no {series} in /metrics"), |v| v as u64)
+    metric_sum(
+        &metrics_text(p),
+        "yatagarasu_requests_limited_total",
+        &[("reason", reason)],
+    )
 }
 
 fn get(p: &Proxy, path: &str, headers: &[(&str, &str)]) -> Response {

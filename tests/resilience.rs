@@ -49,15 +49,13 @@ fn received(count_file: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `/faulty` bucket's value of metric `family`.
+/// The `/faulty` bucket's value of metric `family` (full name without the prefix).
 fn faulty_metric(p: &Proxy, family: &str) -> u64 {
-    let r = p.admin("GET", "/metrics", &[]);
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    let series = format!("yatagarasu_{family}{{bucket=\"faulty\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or_else(|| panic!("no {series}in /metrics"), |v| v as u64)
+    metric_sum(
+        &metrics_text(p),
+        &format!("yatagarasu_{family}"),
+        &[("bucket", "faulty")],
+    )
 }
 
 fn retries(p: &Proxy) -> u64 {
