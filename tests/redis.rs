@@ -1175,3 +1175,59 @@ fn a_reload_that_repoints_a_bucket_purges_it_in_redis() {
         x_cache(&get_exact(&b, o)) == "MISS"
     });
 }
+
+/// A "Redis" on a free loopback port that answers PING with `+PONG` and every GET with a bulk
+/// header announcing 100 GB (then a few bytes and silence): a hostile or broken server. Runs
+/// until the test process ends (its threads hold only sockets).
+fn lying_redis() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                    for _ in 0..text.matches("\r\nPING\r\n").count() {
+                        let _ = conn.write_all(b"+PONG\r\n");
+                    }
+                    for _ in 0..text.matches("\r\nGET\r\n").count() {
+                        let _ = conn.write_all(b"$100000000000\r\nabc");
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_redis_announcing_a_huge_reply_is_a_miss_not_an_allocation() {
+    let port = lying_redis();
+    let tier = Tier::url(&format!("redis://127.0.0.1:{port}/0")).no_memory();
+    let objs = upload("huge-reply", &[KIB]);
+    let o = &objs[0];
+    let p = tier.start();
+    // The connection is up (PING answered) before the GETs that get the 100 GB header.
+    wait_until("the proxy to connect to the fake Redis", SETTLE, || {
+        redis_shard(&metrics_text(&p), "connections_up") >= 1
+    });
+    for _ in 0..5 {
+        let r = get_bounded(&p, o, TIMEOUT_MS);
+        assert_eq!(r.status, 200, "{}", describe(&r));
+        assert_eq!(r.body, o.bytes);
+    }
+    // The process is alive and counted the broken replies as errors.
+    assert_eq!(p.admin("GET", "/health", &[]).status, 200);
+    let text = metrics_text(&p);
+    assert!(
+        redis_shard(&text, "errors_total") >= 1,
+        "{}",
+        redis_lines(&text)
+    );
+}

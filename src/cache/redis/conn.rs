@@ -81,6 +81,10 @@ pub struct Endpoint {
     pub password: Option<String>,
     /// Database (`SELECT`; 0 skips it, and Redis Cluster has only 0).
     pub db: i64,
+    /// Largest reply accepted, bytes: a longer bulk string, or a partial reply that grows past
+    /// it, breaks the connection (a hostile or confused server cannot make a core allocate
+    /// what it announces). The tier sets it to its item limit plus metadata slack.
+    pub max_reply: usize,
 }
 
 impl Endpoint {
@@ -342,7 +346,7 @@ impl Conn {
         // A server that accepts but does not answer (stopped, overloaded) is not up.
         redis::cmd("PING").write_packed_command(&mut hello);
         replies += 1;
-        let mut parser = Replies::default();
+        let mut parser = Replies::new(self.endpoint.max_reply);
         let exchange = async {
             write_all(&mut stream, &mut hello)
                 .await
@@ -372,7 +376,7 @@ impl Conn {
     /// Write queued batches and hand out their replies until the connection breaks or the
     /// connection is retired; why it ended.
     async fn serve(&self, mut stream: UpstreamStream) -> String {
-        let mut parser = Replies::default();
+        let mut parser = Replies::new(self.endpoint.max_reply);
         let mut out = Vec::new();
         let mut waiting: VecDeque<Reply> = VecDeque::new();
         loop {
@@ -456,11 +460,12 @@ impl Drop for Conn {
 /// copies each reply into its own buffer, grown 8 KiB at a time and zero-filled, re-runs the
 /// partial parse per chunk and copies a bulk string out again
 /// (`perf/results/2026-12-02-redis-hit.md`: memmove and memset were 12% of a 100 KiB Redis hit).
-#[derive(Default)]
 struct Replies {
     buf: Vec<u8>,
     /// Bytes of `buf` already handed out.
     pos: usize,
+    /// Largest reply accepted ([`Endpoint::max_reply`]).
+    max: usize,
 }
 
 /// Bulk replies at least this long are read into their own exact-size buffer.
@@ -520,6 +525,14 @@ fn bulk_header(b: &[u8]) -> Option<(usize, usize)> {
 }
 
 impl Replies {
+    fn new(max: usize) -> Replies {
+        Replies {
+            buf: Vec::new(),
+            pos: 0,
+            max,
+        }
+    }
+
     /// The next reply, reading as needed. Errors: EOF, I/O errors and replies that do not
     /// parse (the connection is then out of step and must close).
     async fn next(&mut self, stream: &mut UpstreamStream) -> Result<Value, String> {
@@ -539,7 +552,11 @@ impl Replies {
                 Ok(None) => {}
                 Err(NotResp) => return Err("reply is not RESP2".into()),
             }
-            if let Some((h, len)) = bulk_header(b).filter(|(_, len)| *len >= DIRECT_BULK) {
+            let bulk = bulk_header(b);
+            if bulk.is_some_and(|(_, len)| len > self.max) || b.len() > self.max {
+                return Err(format!("reply over {} bytes", self.max));
+            }
+            if let Some((h, len)) = bulk.filter(|(_, len)| *len >= DIRECT_BULK) {
                 return self.direct(stream, h, len).await;
             }
             // Keep the unread part at the front, then read more after it.

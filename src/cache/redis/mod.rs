@@ -191,6 +191,11 @@ impl RedisTier {
             username: s.username.clone(),
             password: s.password.clone(),
             db: s.db,
+            // A value is its body plus a header and metadata of a few KiB; CLUSTER SLOTS and the
+            // other replies are small.
+            max_reply: usize::try_from(s.max_item_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1 << 20),
         };
         let client = if s.cluster {
             let c = Cluster::new(template, s.nodes.clone(), s.timeout, spawn, metrics.clone());
