@@ -26,18 +26,9 @@ const FORGED_ETAG: &str = "\"forged\"";
 /// A one-shard proxy with the memory cache on and bucket `faulty` at `/faulty` (the seeded
 /// `yata-public` bucket, user 1) reached through `origin`.
 fn proxy_through(origin: &FaultyOrigin) -> Proxy {
-    let b = backend();
-    let faulty = bucket_yaml(
-        "faulty",
-        "/faulty",
-        "yata-public",
-        &origin.endpoint(),
-        &b.ak1,
-        &b.sk1,
-        // These tests look at what one failing answer becomes; the breaker (tests/resilience.rs)
-        // would turn repeated failures into its own 503s.
-        "      circuit_breaker: {failure_threshold: 1000}\n",
-    );
+    // These tests look at what one failing answer becomes; the breaker (tests/resilience.rs)
+    // would turn repeated failures into its own 503s.
+    let faulty = faulty_bucket_yaml(origin, "      circuit_breaker: {failure_threshold: 1000}\n");
     let yaml = config("  shards: 1\n", &faulty).replace(
         "logging:",
         "cache:\n  memory: {max_cache_size_mb: 64, max_item_size_mb: 10, default_ttl_seconds: 3600}\nlogging:",

@@ -28,16 +28,7 @@ fn proxy(origin: &FaultyOrigin, retry: &str) -> Proxy {
 
 /// [`proxy`] with `s3_extra` (YAML lines indented by 6) in the bucket's `s3:` section.
 fn proxy_s3(origin: &FaultyOrigin, s3_extra: &str) -> Proxy {
-    let b = backend();
-    let faulty = bucket_yaml(
-        "faulty",
-        "/faulty",
-        "yata-public",
-        &origin.endpoint(),
-        &b.ak1,
-        &b.sk1,
-        s3_extra,
-    ) + "    cache: {enabled: false}\n";
+    let faulty = faulty_bucket_yaml(origin, s3_extra) + "    cache: {enabled: false}\n";
     Proxy::start(&config("  shards: 1\n", &faulty))
 }
 

@@ -767,3 +767,18 @@ pub fn metric_sum(text: &str, family: &str, labels: &[(&str, &str)]) -> u64 {
     }
     total as u64
 }
+
+/// The bucket entry `faulty` at `/faulty`: the seeded `yata-public` bucket with user 1's keys,
+/// reached through `origin`, with `s3_extra` (YAML lines indented by 6) in its `s3:` section.
+pub fn faulty_bucket_yaml(origin: &FaultyOrigin, s3_extra: &str) -> String {
+    let b = backend();
+    bucket_yaml(
+        "faulty",
+        "/faulty",
+        "yata-public",
+        &origin.endpoint(),
+        &b.ak1,
+        &b.sk1,
+        s3_extra,
+    )
+}
