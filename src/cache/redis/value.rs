@@ -112,7 +112,10 @@ pub fn decode(value: Bytes, key: &CacheKeyRef<'_>) -> Result<CachedObject, Corru
     let meta_len = u32::from_le_bytes(v[10..14].try_into().unwrap_or_default()) as usize;
     let body_len = u64::from_le_bytes(v[14..22].try_into().unwrap_or_default());
     let body_at = HEADER_BYTES.checked_add(meta_len).ok_or(Corrupt::Length)?;
-    if (v.len() - HEADER_BYTES) as u64 != meta_len as u64 + body_len || body_at > v.len() {
+    let declared = (meta_len as u64)
+        .checked_add(body_len)
+        .ok_or(Corrupt::Length)?;
+    if (v.len() - HEADER_BYTES) as u64 != declared || body_at > v.len() {
         return Err(Corrupt::Length);
     }
     let stored = u64::from_le_bytes(v[22..30].try_into().unwrap_or_default());
@@ -198,12 +201,19 @@ mod tests {
         }
         let other = CacheKey::new("media", b"dir/other", None);
         assert_eq!(
-            decode(Bytes::from(v), &other.as_ref_key()).err(),
+            decode(Bytes::from(v.clone()), &other.as_ref_key()).err(),
             Some(Corrupt::Key)
         );
         assert_eq!(
             decode(Bytes::from_static(b"garbage"), &key.as_ref_key()).err(),
             Some(Corrupt::Format)
+        );
+        // Lengths chosen to overflow: refused, not a panic.
+        let mut huge = v.clone();
+        huge[14..22].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            decode(Bytes::from(huge), &key.as_ref_key()).err(),
+            Some(Corrupt::Length)
         );
     }
 
