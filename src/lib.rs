@@ -18,6 +18,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod router;
 pub mod s3;
 pub mod upstream;

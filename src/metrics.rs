@@ -135,6 +135,9 @@ struct HistogramSnapshot {
 
 /// The bucket label of requests that matched no bucket.
 pub const UNROUTED: &str = "-";
+/// The `reason` label of a rate-limit refusal, indexed like `ShardMetrics::limited_rate` (and
+/// `crate::ratelimit::Scope`).
+pub const RATE_REASONS: [&str; 4] = ["rate_global", "rate_bucket", "rate_ip", "rate_user"];
 
 /// Request methods counted separately; everything else is `other`.
 pub const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
@@ -156,7 +159,10 @@ pub struct BucketMetrics {
     pub upstream_requests: Counter,
     /// Of those, retries of a failed attempt (`s3.retry`).
     pub upstream_retries: Counter,
-    /// 1 while this shard's breaker for the bucket's backend is open or half-open, else 0.
+    /// Requests handed to the next backend (a replica) after the one before failed or its
+    /// breaker was open (`s3.replicas`).
+    pub upstream_failovers: Counter,
+    /// This shard's breakers of the bucket's backends (primary, replicas) open or half-open.
     pub breaker_open: Gauge,
     /// Requests answered 503 at once because the breaker was open.
     pub breaker_refusals: Counter,
@@ -610,6 +616,9 @@ pub struct ShardMetrics {
     pub limited_ip: Counter,
     /// Requests shed by `max_concurrent_requests` (503).
     pub limited_shed: Counter,
+    /// Requests refused by a rate limit (429), by scope: global, bucket, ip, user
+    /// ([`RATE_REASONS`]).
+    pub limited_rate: [Counter; 4],
     /// Copy-on-write: readers (the shard, the scraper) load without a lock; a new bucket
     /// replaces the map (once per bucket name and shard).
     buckets: ArcSwap<BTreeMap<String, Arc<BucketMetrics>>>,
@@ -632,6 +641,7 @@ impl ShardMetrics {
             redis: RedisMetrics::default(),
             limited_ip: Counter::default(),
             limited_shed: Counter::default(),
+            limited_rate: Default::default(),
             buckets: ArcSwap::from_pointee(BTreeMap::new()),
         }
     }
@@ -972,6 +982,7 @@ struct BucketSums {
     bytes_sent: u64,
     upstream_requests: u64,
     upstream_retries: u64,
+    upstream_failovers: u64,
     breaker_open: i64,
     breaker_refusals: u64,
     upstream_duration: HistogramSnapshot,
@@ -994,6 +1005,7 @@ impl Default for BucketSums {
             bytes_sent: 0,
             upstream_requests: 0,
             upstream_retries: 0,
+            upstream_failovers: 0,
             breaker_open: 0,
             breaker_refusals: 0,
             upstream_duration: HistogramSnapshot::default(),
@@ -1025,6 +1037,7 @@ impl Collector for Scrape {
                 acc.bytes_sent += b.bytes_sent.get();
                 acc.upstream_requests += b.upstream_requests.get();
                 acc.upstream_retries += b.upstream_retries.get();
+                acc.upstream_failovers += b.upstream_failovers.get();
                 acc.breaker_open += b.breaker_open.get();
                 acc.breaker_refusals += b.breaker_refusals.get();
                 b.upstream_duration.add_into(&mut acc.upstream_duration);
@@ -1064,6 +1077,7 @@ impl Collector for Scrape {
         let mut bytes = Vec::new();
         let mut up_requests = Vec::new();
         let mut up_retries = Vec::new();
+        let mut up_failovers = Vec::new();
         let mut breaker_open = Vec::new();
         let mut breaker_refusals = Vec::new();
         let mut up_durations = Vec::new();
@@ -1098,6 +1112,7 @@ impl Collector for Scrape {
             }
             up_requests.push((b.clone(), s.upstream_requests));
             up_retries.push((b.clone(), s.upstream_retries));
+            up_failovers.push((b.clone(), s.upstream_failovers));
             breaker_open.push((b.clone(), s.breaker_open));
             breaker_refusals.push((b.clone(), s.breaker_refusals));
             up_durations.push((b.clone(), s.upstream_duration));
@@ -1160,10 +1175,16 @@ impl Collector for Scrape {
             "Retries of failed S3 attempts (s3.retry), by bucket.",
             &up_retries,
         )?;
+        counter(
+            &mut enc,
+            "upstream_failovers",
+            "Requests handed to the next backend (s3.replicas) because the one before failed or its breaker was open, by bucket.",
+            &up_failovers,
+        )?;
         gauge(
             &mut enc,
             "upstream_breaker_open",
-            "Shards whose circuit breaker for the bucket's backend is open or half-open.",
+            "Circuit breakers of the bucket's backends (primary and replicas) open or half-open, summed over shards.",
             &breaker_open,
         )?;
         counter(
@@ -1277,14 +1298,19 @@ impl Collector for Scrape {
         let (ip, shed) = shards.iter().fold((0, 0), |(i, s), m| {
             (i + m.limited_ip.get(), s + m.limited_shed.get())
         });
+        let mut limited = vec![
+            (vec![("reason", "ip_blocked")], ip),
+            (vec![("reason", "shed")], shed),
+        ];
+        for (i, reason) in RATE_REASONS.iter().enumerate() {
+            let n = shards.iter().map(|m| m.limited_rate[i].get()).sum();
+            limited.push((vec![("reason", *reason)], n));
+        }
         counter(
             &mut enc,
             "requests_limited",
-            "Requests refused by the limit phase, by reason: ip_blocked (403), shed (503, max_concurrent_requests).",
-            &[
-                (vec![("reason", "ip_blocked")], ip),
-                (vec![("reason", "shed")], shed),
-            ],
+            "Requests refused by the limit phase, by reason: ip_blocked (403), shed (503, max_concurrent_requests), rate_global / rate_bucket / rate_ip / rate_user (429, rate_limit).",
+            &limited,
         )?;
         let cpus: Vec<String> = shards
             .iter()

@@ -10,7 +10,10 @@
 //! `shed`), and admits requests again once the downloads end; an expired entry whose S3 is gone
 //! is served `X-Cache: STALE` / `detail=stale`, exact, inside the bucket's
 //! `cache.stale_if_error_seconds`, and with the default 0 the client gets 502 instead (RFC 9111
-//! section 4.2.4).
+//! section 4.2.4). Rate limits: `per_ip_rps: 20` on four shards holds a client on one
+//! connection and one on eight to 20 +/- 10% per second each (the limit is node-wide, not per
+//! core); a bucket's `rate_limit.rps`, `per_user_rps` (by JWT `sub`) and `global_rps` answer
+//! 429 JSON with `Retry-After`, counted as `rate_bucket` / `rate_user` / `rate_global`.
 
 // A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -198,4 +201,198 @@ fn stale_if_error_serves_an_expired_entry_within_its_window_only() {
     assert_eq!(r.body, b.bytes(&hello));
     let r = get(&p, "/strict/hello.txt", &[]);
     r.assert_json_error(502);
+}
+
+/// Requests answered 200 and 429 (the 429s checked: JSON, `Retry-After` >= 1) by one client
+/// address (`X-Forwarded-For: ip`, believed through `trusted_proxies`) on `connections`
+/// keep-alive connections, each sending hits back to back until `until`.
+fn hammer(p: &Proxy, ip: &str, connections: usize, until: Instant) -> (u64, u64) {
+    let threads: Vec<_> = (0..connections)
+        .map(|_| {
+            let mut c = p.client();
+            let ip = ip.to_owned();
+            std::thread::spawn(move || {
+                let (mut ok, mut limited) = (0u64, 0u64);
+                while Instant::now() < until {
+                    let r = c.request("GET", "/public/hello.txt", &[("X-Forwarded-For", &ip)]);
+                    match r.status {
+                        200 => ok += 1,
+                        429 => {
+                            let after: u32 = r
+                                .header("retry-after")
+                                .expect("Retry-After")
+                                .parse()
+                                .expect("seconds");
+                            assert!(after >= 1);
+                            limited += 1;
+                        }
+                        s => panic!("unexpected status {s}"),
+                    }
+                }
+                (ok, limited)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+#[test]
+fn per_ip_rate_is_exact_node_wide_on_one_connection_or_eight() {
+    // Four shards: connections of one address land on several cores (4-tuple hash), and a
+    // per-core budget of rate / 4 would hold the one-connection client to 5 per second.
+    let p = Proxy::start(&yaml(
+        "  shards: 4\n  trusted_proxies: [\"127.0.0.1/32\"]\n  rate_limit: {per_ip_rps: 20}\n",
+        "",
+    ));
+    let hello = backend().object("yata-public", "hello.txt").clone();
+    let r = get(
+        &p,
+        "/public/hello.txt",
+        &[("X-Forwarded-For", "198.51.100.9")],
+    );
+    assert_eq!(r.body, backend().bytes(&hello));
+    // Spend both clients' bursts (2 x rate), then measure 3 s of steady state.
+    let burst_end = Instant::now() + Duration::from_millis(300);
+    let (one, eight) = std::thread::scope(|s| {
+        let a = s.spawn(|| hammer(&p, "198.51.100.1", 1, burst_end));
+        let b = s.spawn(|| hammer(&p, "198.51.100.2", 8, burst_end));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    for (name, (ok, limited)) in [("one connection", one), ("eight connections", eight)] {
+        assert!(
+            (40..=47).contains(&ok),
+            "{name}: burst of {ok} (40 + ~6 in 300 ms)"
+        );
+        assert!(limited > 0, "{name}: never limited");
+    }
+    let window = Duration::from_secs(3);
+    let end = Instant::now() + window;
+    let (one, eight) = std::thread::scope(|s| {
+        let a = s.spawn(|| hammer(&p, "198.51.100.1", 1, end));
+        let b = s.spawn(|| hammer(&p, "198.51.100.2", 8, end));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    for (name, (ok, limited)) in [("one connection", one), ("eight connections", eight)] {
+        let rate = ok as f64 / window.as_secs_f64();
+        assert!(
+            (18.0..=22.0).contains(&rate),
+            "{name}: {rate:.1} requests/s admitted (limit 20 +/- 10%), {limited} refused"
+        );
+        assert!(
+            limited > ok,
+            "{name}: the client was not pushing past the limit"
+        );
+    }
+    let text = metrics_text(&p);
+    let refused = metric_sum(
+        &text,
+        "yatagarasu_requests_limited_total",
+        &[("reason", "rate_ip")],
+    );
+    assert!(refused >= one.1 + eight.1, "{refused} counted");
+    // Another address is untouched by both.
+    let r = get(
+        &p,
+        "/public/hello.txt",
+        &[("X-Forwarded-For", "198.51.100.3")],
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn bucket_global_and_user_rates_answer_429_json_with_retry_after() {
+    const SECRET: &str = "limits-test-hs256-secret-0123456789abcdef";
+    let token = |sub: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": sub, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let base = with_bucket_keys(&yaml("", ""), "media", "    rate_limit: {rps: 2}\n");
+    let base = base.replacen(
+        "cache:\n",
+        &format!("jwt:\n  algorithms: [HS256]\n  secret: \"{SECRET}\"\ncache:\n"),
+        1,
+    );
+    let base = with_bucket_keys(&base, "private", "    auth: {enabled: true}\n");
+    let p = Proxy::start(&base);
+
+    // Bucket: a burst of 4 (2 x rps) to /media, then 429 (one more may refill meanwhile, one
+    // per 500 ms); /public is not limited.
+    let mut ok = 0;
+    let refused = loop {
+        let r = get(&p, "/media/video.bin", &[]);
+        if r.status != 200 {
+            break r;
+        }
+        ok += 1;
+        assert!(ok <= 6, "the bucket's rate never refused");
+    };
+    assert!((4..=5).contains(&ok), "{ok} admitted before the first 429");
+    refused.assert_json_error(429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(get(&p, "/public/hello.txt", &[]).status, 200);
+
+    // Per user: alice's tokens run out, bob's do not.
+    let users = base.replace("server:\n", "server:\n  rate_limit: {per_user_rps: 1}\n");
+    assert!(p.reload(&users).contains("config reloaded"));
+    let alice = format!("Bearer {}", token("alice"));
+    let bob = format!("Bearer {}", token("bob"));
+    for _ in 0..2 {
+        assert_eq!(
+            get(&p, "/private/secret.txt", &[("Authorization", &alice)]).status,
+            200
+        );
+    }
+    get(&p, "/private/secret.txt", &[("Authorization", &alice)]).assert_json_error(429);
+    assert_eq!(
+        get(&p, "/private/secret.txt", &[("Authorization", &bob)]).status,
+        200
+    );
+    // Public buckets carry no subject: not limited per user.
+    for _ in 0..5 {
+        assert_eq!(get(&p, "/public/hello.txt", &[]).status, 200);
+    }
+
+    // Global: every request of the node together.
+    let global = base.replace("server:\n", "server:\n  rate_limit: {global_rps: 3}\n");
+    assert!(p.reload(&global).contains("config reloaded"));
+    let mut ok = 0;
+    for i in 0..10 {
+        // Two buckets (/media is still under its own spent rate, so not that one).
+        let r = if i % 2 == 0 {
+            get(&p, "/public/hello.txt", &[])
+        } else {
+            get(&p, "/private/secret.txt", &[("Authorization", &bob)])
+        };
+        if r.status == 200 {
+            ok += 1;
+        } else {
+            r.assert_json_error(429);
+        }
+    }
+    // Burst 6, plus one per 333 ms while the ten run (hits, a few ms each).
+    assert!(
+        (6..=8).contains(&ok),
+        "{ok} admitted of 10 under global_rps 3 (burst 6)"
+    );
+    let text = metrics_text(&p);
+    for reason in ["rate_bucket", "rate_user", "rate_global"] {
+        let n = metric_sum(
+            &text,
+            "yatagarasu_requests_limited_total",
+            &[("reason", reason)],
+        );
+        assert!(n >= 1, "{reason}: {n}");
+    }
 }

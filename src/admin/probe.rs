@@ -66,12 +66,14 @@ async fn round(upstream: &Rc<Upstream>, prepared: &Arc<Prepared>, health: &Arc<H
 /// One `HEAD bucket` to bucket `index`'s endpoint.
 async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeState {
     let bucket = &prepared.config.buckets[index];
-    let pool_key: Rc<str> = Rc::from(prepared.buckets[index].pool_key.as_str());
-    let signer = signer_for(bucket);
+    let p = &prepared.buckets[index].primary;
+    let pool_key: Rc<str> = Rc::from(p.pool_key.as_str());
+    let signer = signer_for(&bucket.s3);
     let backend = Backend {
-        bucket,
+        name: &p.name,
+        s3: &bucket.s3,
         signer: &signer,
-        target: upstream_target(bucket, &prepared.buckets[index], &pool_key),
+        target: upstream_target(&bucket.s3, p, &pool_key),
     };
     // HEAD of the bucket itself (empty key).
     let req = ObjectRequest::new("HEAD", b"", None);

@@ -339,6 +339,41 @@ pub struct ServerConfig {
     /// Client networks refused with 403, unless `ip_allow` also names them. Default empty.
     /// Reloadable.
     pub ip_block: Vec<ipnet::IpNet>,
+    /// Node-wide request rates (`crate::ratelimit`); all 0 (default) = off. Reloadable.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `server.rate_limit`: token buckets, node-wide whatever the shard count; burst = 2 x rate.
+/// Over a limit: 429 with `Retry-After` (RFC 6585 section 4). Each rate is requests per
+/// second, 0 = off (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Every data-plane request of the node together.
+    pub global_rps: u64,
+    /// Per client address (after `trusted_proxies`, IPv4-mapped IPv6 as IPv4).
+    pub per_ip_rps: u64,
+    /// Per JWT `sub` claim, on buckets that authenticate (a token without `sub` is not
+    /// limited by this rate).
+    pub per_user_rps: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        schema::section_defaults()
+    }
+}
+
+/// `buckets[].rate_limit`: the bucket's own rate, node-wide (all clients together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketRateLimitConfig {
+    /// Requests per second to this bucket; 0 (default) = off.
+    pub rps: u64,
+}
+
+impl Default for BucketRateLimitConfig {
+    fn default() -> Self {
+        schema::section_defaults()
+    }
 }
 
 /// `server.shards`: `auto` (one per CPU in the process's affinity mask) or a count >= 1.
@@ -678,6 +713,8 @@ pub struct BucketConfig {
     pub ip_allow: Vec<ipnet::IpNet>,
     /// Client networks refused on this bucket unless its `ip_allow` names them. Default empty.
     pub ip_block: Vec<ipnet::IpNet>,
+    /// The bucket's own request rate (`crate::ratelimit`). Default off. Reloadable.
+    pub rate_limit: BucketRateLimitConfig,
     /// CORS for pages on other origins; `None` (key absent) = no CORS headers are ever sent.
     pub cors: Option<CorsConfig>,
 }
@@ -713,6 +750,26 @@ pub struct S3Config {
     pub retry: RetryConfig,
     /// The per-core circuit breaker of this backend. Reloadable.
     pub circuit_breaker: BreakerConfig,
+    /// Other backends holding the same objects, in ascending `priority` (validated unique, at
+    /// least 1); tried in that order when the one before fails (connect error, timeout, 5xx, open
+    /// breaker). Default none. Reloadable (the cache is kept: replicas hold the same objects).
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+/// One entry of `buckets[].s3.replicas`: another S3 backend with the same objects, its own
+/// endpoint, bucket, region and credentials (signed for separately, SigV4 per backend), its
+/// own breaker on every core. It takes the primary's `retry` and `circuit_breaker` settings;
+/// those keys, `allow_version_id` and `replicas` are not accepted inside a replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaConfig {
+    /// Name (letters, digits, `-`, `_`, `.`), unique in the bucket; in logs, `/ready` and
+    /// the breaker's identity (`<bucket>/<name>`).
+    pub name: String,
+    /// Order of trial, >= 1 and unique in the bucket (the primary is 0).
+    pub priority: u32,
+    /// The backend: `bucket`, `region`, `endpoint`, `addressing`, the keys, timeouts and
+    /// `tls_ca_file`, with the same rules and defaults as `buckets[].s3`.
+    pub s3: S3Config,
 }
 
 /// `buckets[].s3.circuit_breaker`: after `failure_threshold` consecutive failed attempts

@@ -109,6 +109,7 @@ impl Decode for ServerConfig {
         let max_concurrent_requests = f.or(d, "max_concurrent_requests", 0u64);
         let ip_allow = f.or(d, "ip_allow", Vec::<ipnet::IpNet>::new());
         let ip_block = f.or(d, "ip_block", Vec::<ipnet::IpNet>::new());
+        let rate_limit = f.or_section::<RateLimitConfig>(d, "rate_limit");
         f.finish(d);
         Some(ServerConfig {
             listen: listen?,
@@ -125,7 +126,32 @@ impl Decode for ServerConfig {
             max_concurrent_requests: max_concurrent_requests?,
             ip_allow: ip_allow?,
             ip_block: ip_block?,
+            rate_limit: rate_limit?,
         })
+    }
+}
+
+impl Decode for RateLimitConfig {
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let mut f = Fields::open(v, path, d)?;
+        let global_rps = f.or(d, "global_rps", 0u64);
+        let per_ip_rps = f.or(d, "per_ip_rps", 0u64);
+        let per_user_rps = f.or(d, "per_user_rps", 0u64);
+        f.finish(d);
+        Some(RateLimitConfig {
+            global_rps: global_rps?,
+            per_ip_rps: per_ip_rps?,
+            per_user_rps: per_user_rps?,
+        })
+    }
+}
+
+impl Decode for BucketRateLimitConfig {
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let mut f = Fields::open(v, path, d)?;
+        let rps = f.or(d, "rps", 0u64);
+        f.finish(d);
+        Some(BucketRateLimitConfig { rps: rps? })
     }
 }
 
@@ -768,6 +794,7 @@ impl Decode for BucketConfig {
         let cors = f.opt::<CorsConfig>(d, "cors");
         let ip_allow = f.or(d, "ip_allow", Vec::<ipnet::IpNet>::new());
         let ip_block = f.or(d, "ip_block", Vec::<ipnet::IpNet>::new());
+        let rate_limit = f.or_section::<BucketRateLimitConfig>(d, "rate_limit");
         f.finish(d);
         Some(BucketConfig {
             name: name?,
@@ -778,6 +805,7 @@ impl Decode for BucketConfig {
             cors: cors?,
             ip_allow: ip_allow?,
             ip_block: ip_block?,
+            rate_limit: rate_limit?,
         })
     }
 }
@@ -871,7 +899,26 @@ impl Decode for S3Config {
         let allow_version_id = f.or(d, "allow_version_id", false);
         let retry = f.or_section::<RetryConfig>(d, "retry");
         let circuit_breaker = f.or_section::<BreakerConfig>(d, "circuit_breaker");
+        let replicas_path = f.key_path("replicas");
+        let replicas = f.or(d, "replicas", Vec::<ReplicaConfig>::new());
         f.finish(d);
+        let replicas = replicas.and_then(|mut list| {
+            let mut ok = true;
+            for (i, r) in list.iter().enumerate() {
+                if list[..i].iter().any(|o| o.priority == r.priority) {
+                    let p = index(&replicas_path, i) + ".priority";
+                    d.error(&p, format!("{} is used by another replica", r.priority));
+                    ok = false;
+                }
+                if list[..i].iter().any(|o| o.name == r.name) {
+                    let p = index(&replicas_path, i) + ".name";
+                    d.error(&p, format!("{:?} is used by another replica", r.name));
+                    ok = false;
+                }
+            }
+            list.sort_by_key(|r| r.priority);
+            ok.then_some(list)
+        });
 
         let (bucket, region, endpoint, addressing) = (bucket?, region?, endpoint?, addressing?);
         let addressing = addressing.unwrap_or(if endpoint.is_some() {
@@ -915,8 +962,60 @@ impl Decode for S3Config {
             allow_version_id: allow_version_id?,
             retry: retry?,
             circuit_breaker: circuit_breaker?,
+            replicas: replicas?,
         };
         ok.then_some(s3)
+    }
+}
+
+impl Decode for ReplicaConfig {
+    /// `name` and `priority`, then the rest of the mapping as a `buckets[].s3` without the keys
+    /// a replica takes from the primary (`ReplicaConfig` doc).
+    fn decode(v: &Value, path: &str, d: &mut Decoder) -> Option<Self> {
+        let mut f = Fields::open(v, path, d)?;
+        let name_path = f.key_path("name");
+        let name = f.req::<String>(d, "name").and_then(|n| {
+            if n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                Some(n)
+            } else {
+                d.error(
+                    &name_path,
+                    "may contain only letters, digits, '-', '_' and '.'",
+                );
+                None
+            }
+        });
+        let priority = f.pos(d, "priority", 0u32);
+        let priority = match (f.has_value("priority"), priority) {
+            (false, _) => {
+                d.error(&f.key_path("priority"), "required (>= 1; the primary is 0)");
+                None
+            }
+            (true, p) => p,
+        };
+        let mut rest = match v {
+            Value::Mapping(m) => m.clone(),
+            _ => return None,
+        };
+        let mut ok = true;
+        for key in ["retry", "circuit_breaker", "allow_version_id", "replicas"] {
+            if rest.remove(key).is_some() {
+                d.error(
+                    &f.key_path(key),
+                    "not allowed in a replica (it takes the primary's)",
+                );
+                ok = false;
+            }
+        }
+        rest.remove("name");
+        rest.remove("priority");
+        let s3 = d.decode::<S3Config>(&Value::Mapping(rest), path);
+        // The remaining keys were checked by the S3Config decoder.
+        drop(f);
+        let (name, priority, s3) = (name?, priority?, s3?);
+        ok.then_some(ReplicaConfig { name, priority, s3 })
     }
 }
 

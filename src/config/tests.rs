@@ -919,3 +919,65 @@ fn a_public_admin_listener_needs_a_token() {
     .is_ok());
     assert!(parse(&format!("admin: {{listen: '[::1]:9090'}}\n{BUCKET}")).is_ok());
 }
+
+#[test]
+fn rate_limits_and_replicas_parse_and_name_every_bad_key() {
+    let c = parse(&format!(
+        "server: {{rate_limit: {{per_ip_rps: 20, global_rps: 1000}}}}\n{BUCKET}    rate_limit: {{rps: 5}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.server.rate_limit,
+        RateLimitConfig {
+            global_rps: 1000,
+            per_ip_rps: 20,
+            per_user_rps: 0
+        }
+    );
+    assert_eq!(c.buckets[0].rate_limit.rps, 5);
+    assert_eq!(parse(BUCKET).unwrap().server.rate_limit.per_ip_rps, 0);
+
+    let with = |replicas: &str| {
+        BUCKET.replace(
+            "secret_key: SK}",
+            &format!("secret_key: SK, replicas: [{replicas}]}}"),
+        )
+    };
+    let c = parse(&with(
+        "{name: b2, priority: 2, bucket: two, region: eu-west-1, endpoint: 'http://127.0.0.1:7482', access_key: A2, secret_key: S2}, \
+         {name: b1, priority: 1, bucket: one, region: eu-west-1, endpoint: 'http://127.0.0.1:7481', access_key: A1, secret_key: S1}",
+    ))
+    .unwrap();
+    let r = &c.buckets[0].s3.replicas;
+    assert_eq!(
+        r.iter()
+            .map(|r| (r.name.as_str(), r.priority, r.s3.bucket.as_str()))
+            .collect::<Vec<_>>(),
+        [("b1", 1, "one"), ("b2", 2, "two")],
+        "sorted by priority"
+    );
+    assert_eq!(r[0].s3.endpoint.port, 7481);
+    assert_eq!(r[0].s3.addressing, Addressing::Path);
+
+    let errs = errors(&with(
+        "{name: x, priority: 1, bucket: o, region: r, access_key: A, secret_key: S, retry: {max_attempts: 2}}, \
+         {name: x, priority: 1, bucket: o, region: r, access_key: A, secret_key: S, colour: red}, \
+         {name: 'a b', bucket: o, region: r, secret_key: S}",
+    ));
+    for want in [
+        "buckets[0].s3.replicas[0].retry",
+        "buckets[0].s3.replicas[1].colour",
+        "buckets[0].s3.replicas[2].name",
+        "buckets[0].s3.replicas[2].priority",
+        "buckets[0].s3.replicas[2].access_key",
+    ] {
+        assert!(has(&errs, want), "{want} missing from {errs:?}");
+    }
+    // Duplicates (checked once every replica decodes).
+    let errs = errors(&with(
+        "{name: x, priority: 1, bucket: o, region: r, access_key: A, secret_key: S}, \
+         {name: x, priority: 1, bucket: o, region: r, access_key: A, secret_key: S}",
+    ));
+    assert!(has(&errs, "buckets[0].s3.replicas[1].priority"), "{errs:?}");
+    assert!(has(&errs, "buckets[0].s3.replicas[1].name"), "{errs:?}");
+}

@@ -69,8 +69,7 @@ pub async fn revalidate<'s>(
     };
     let mut req = ObjectRequest::new("GET", &object.key, object.version_id.as_deref());
     req.field("If-None-Match", etag.as_bytes());
-    let backend = local.backend(object.index);
-    match send(shard, cx.metrics, &backend, &req).await {
+    match send(shard, cx.metrics, local, object.index, &req).await {
         Ok(r) if r.status == 304 => {
             let fresh = obj.revalidated(&r.headers, SystemTime::now(), plan.ttl);
             drop(r);
@@ -156,15 +155,13 @@ pub async fn fetch<'s>(
     } else {
         "GET"
     };
-    let backend = local.backend(object.index);
     let request = |method: &'static str, forward: Forward| {
         object_request(head, object, &plan, method, forward)
     };
     let metrics = cx.metrics;
     let ask = |forward: Forward| {
         let req = request(method, forward);
-        let backend = &backend;
-        async move { send(shard, metrics, backend, &req).await }
+        async move { send(shard, metrics, local, object.index, &req).await }
     };
     let mut resp = ask(Forward::All).await?;
     // A 412 may be S3's misreading (RGW fails If-Match lists that hold the current tag) or
@@ -196,7 +193,7 @@ pub async fn fetch<'s>(
     };
     if missing {
         let meta_req = request("HEAD", Forward::Nothing);
-        if let Ok(meta) = send(shard, cx.metrics, &backend, &meta_req).await {
+        if let Ok(meta) = send(shard, cx.metrics, local, object.index, &meta_req).await {
             if meta.status == 200 {
                 complete_metadata(&mut resp.headers, resp.status, &meta.headers);
             }
@@ -249,30 +246,75 @@ fn settle_conditionals(
     }
 }
 
-/// Send one object request to `backend` through the shard's pool, retried per the bucket's
-/// `s3.retry` within the core's budget ([`crate::upstream::retry`]: transport failures and
-/// 500/502/503/504, full-jitter backoff), counting every attempt (requests, latency to the
-/// response head, transport failures as `timeout` / `transport`, retries) in `metrics`. Runs
-/// before any response byte reaches the client, so a retry is never seen by it.
+/// Send one object request for bucket `index` through the shard's pool: to its primary, then
+/// its replicas in ascending priority ([`Local::backend`]), each signed for that backend.
+/// Per backend: skipped at once while its breaker is open; tried up to the bucket's
+/// `s3.retry.max_attempts` within the core's budget ([`crate::upstream::retry`]: transport
+/// failures and 500/502/503/504, full-jitter backoff); a backend that still fails hands the
+/// request to the next (a failover, counted in `upstream_failovers_total`; it draws nothing
+/// from the retry budget, which protects the failing backend). Every attempt is counted and
+/// timed in `metrics`. Runs before any response byte reaches the client, so neither a retry
+/// nor a failover is ever seen by it.
+///
+/// Returns the first answer that is not a failure, else the last backend's failure (S3's
+/// 5xx, or the transport error); when every backend was skipped by an open breaker, 503 with
+/// `Retry-After` = the shortest time until one half-opens.
 pub async fn send<'s>(
+    shard: &'s Shard,
+    metrics: &BucketMetrics,
+    local: &Local,
+    index: usize,
+    req: &ObjectRequest<'_>,
+) -> Result<Response<'s>, ProxyError> {
+    let s3 = &local.prepared.config.buckets[index].s3;
+    shard.retry_budget.request();
+    let mut last: Option<Result<Response<'s>, ProxyError>> = None;
+    let mut open_for: Option<std::time::Duration> = None;
+    let mut n = 0;
+    while let Some(backend) = local.backend(index, n) {
+        if n > 0 {
+            metrics.upstream_failovers.inc();
+        }
+        n += 1;
+        match send_to(shard, metrics, &backend, req, s3).await {
+            Ok(result) => {
+                let failed = match &result {
+                    Ok(r) => retryable_status(r.status),
+                    Err(_) => true,
+                };
+                if !failed {
+                    return result;
+                }
+                // An unread error body closes that connection when it is dropped.
+                last = Some(result);
+            }
+            Err(wait) => open_for = Some(open_for.map_or(wait, |w| w.min(wait))),
+        }
+    }
+    last.unwrap_or_else(|| {
+        Err(ProxyError::unavailable(
+            Side::Origin,
+            retry_after_secs(open_for.unwrap_or_default()),
+            "the S3 backend is failing: its circuit breaker is open",
+        ))
+    })
+}
+
+/// [`send`] on one backend: its attempts under `s3`'s retry and breaker settings (the
+/// primary's). `Err(wait)`: its breaker refused the first attempt, open for `wait` more.
+async fn send_to<'s>(
     shard: &'s Shard,
     metrics: &BucketMetrics,
     backend: &Backend<'_>,
     req: &ObjectRequest<'_>,
-) -> Result<Response<'s>, ProxyError> {
-    let policy = &backend.bucket.s3.retry;
-    let breaker_cfg = &backend.bucket.s3.circuit_breaker;
-    let breaker = shard.breaker(&backend.bucket.name);
-    shard.retry_budget.request();
+    s3: &crate::config::S3Config,
+) -> Result<Result<Response<'s>, ProxyError>, std::time::Duration> {
+    let breaker = shard.breaker(backend.name);
     let mut attempt = 1;
     loop {
         if let Err(wait) = breaker.allow() {
             metrics.breaker_refusals.inc();
-            return Err(ProxyError::unavailable(
-                Side::Origin,
-                retry_after_secs(wait),
-                "the S3 backend is failing: its circuit breaker is open",
-            ));
+            return Err(wait);
         }
         let was_open = breaker.code() != 0;
         let probe = Probe {
@@ -284,18 +326,18 @@ pub async fn send<'s>(
             Ok(r) => retryable_status(r.status),
             Err(_) => true,
         };
-        probe.record(failed, breaker_cfg);
+        probe.record(failed, &s3.circuit_breaker);
         let is_open = breaker.code() != 0;
         if was_open != is_open {
             metrics.breaker_open.add(if is_open { 1 } else { -1 });
         }
-        if !failed || attempt >= policy.max_attempts || !shard.retry_budget.try_retry() {
-            return result;
+        if !failed || attempt >= s3.retry.max_attempts || !shard.retry_budget.try_retry() {
+            return Ok(result);
         }
         // An unread error body closes that connection; the next attempt takes another.
         drop(result);
         metrics.upstream_retries.inc();
-        monoio::time::sleep(shard.retry_budget.backoff(policy, attempt)).await;
+        monoio::time::sleep(shard.retry_budget.backoff(&s3.retry, attempt)).await;
         attempt += 1;
     }
 }

@@ -1,11 +1,15 @@
 //! Phase 2, limit: between routing and authentication (DESIGN section 5, Limits), the client
-//! address against the IP lists (403) and the node-wide concurrency limit (503 with
-//! `Retry-After`). Rate limits (429) come later, behind this same call.
+//! address against the IP lists (403), the node-wide rate limits (429 with `Retry-After`;
+//! global, bucket, client address here, the JWT subject's right after authentication) and the
+//! node-wide concurrency limit (503 with `Retry-After`), in that order.
 //!
-//! Hot path of every object request. Cost: nothing when no list and no limit is set (two
-//! emptiness checks and a zero test); with IP lists, one `X-Forwarded-For` walk (only when
+//! Hot path of every object request. Cost: nothing when no list and no limit is set (a few
+//! emptiness and zero tests); with IP lists, one `X-Forwarded-For` walk (only when
 //! `trusted_proxies` is set) and a linear scan of each list (`ipnet` containment, a few ns per
-//! network; lists are operator-sized, tens of entries); with `max_concurrent_requests`, one
+//! network; lists are operator-sized, tens of entries); per rate set, one check of the node's
+//! [`crate::ratelimit::RateTable`] (a hash and a compare-and-swap, ~20-100 ns); a request
+//! refused by a later rate has still spent a token of the earlier ones (as nginx's
+//! `limit_req` does); with `max_concurrent_requests`, one
 //! atomic add and one atomic subtract on a counter shared by every core (~20-50 ns when both
 //! cores hit it, the price of a limit that is exact node-wide whatever the shard count).
 //!
@@ -22,11 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::route::ObjectRoute;
-use super::{Local, Shard};
+use super::{Local, RequestCtx, Shard};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::forwarded::{canonical, client_ip};
 use crate::http::request::RequestHead;
 use crate::http::server::Conn;
+use crate::ratelimit::{retry_after_secs, Scope};
 
 /// `Retry-After` of a request shed by `max_concurrent_requests`, seconds.
 pub const SHED_RETRY_AFTER_SECS: u32 = 1;
@@ -46,8 +51,10 @@ impl Drop for Admission {
 }
 
 /// Whether `object` may proceed (module doc). Errors: 403 (`ErrorKind::Forbidden`) for an
-/// address the lists refuse; 503 with `Retry-After: 1` over `max_concurrent_requests`. Each
-/// refusal is counted by reason (`requests_limited_total{reason="ip_blocked"|"shed"}`).
+/// address the lists refuse; 429 with `Retry-After` over a rate limit (global, bucket, client
+/// address; the JWT subject's comes after authentication, [`check_user`]); 503 with
+/// `Retry-After: 1` over `max_concurrent_requests`. Each refusal is counted by reason
+/// (`requests_limited_total{reason=...}`).
 #[inline]
 pub fn check(
     shard: &Shard,
@@ -62,14 +69,16 @@ pub fn check(
         || !server.ip_block.is_empty()
         || !bucket.ip_allow.is_empty()
         || !bucket.ip_block.is_empty();
-    if lists {
+    let rates = &server.rate_limit;
+    if lists || rates.per_ip_rps > 0 {
         let ip = canonical(client_ip(
             conn.peer.ip(),
             &head.headers,
             &server.trusted_proxies,
         ));
-        if !admits(ip, &server.ip_allow, &server.ip_block)
-            || !admits(ip, &bucket.ip_allow, &bucket.ip_block)
+        if lists
+            && (!admits(ip, &server.ip_allow, &server.ip_block)
+                || !admits(ip, &bucket.ip_allow, &bucket.ip_block))
         {
             shard.metrics.limited_ip.inc();
             return Err(ProxyError::client(
@@ -77,7 +86,28 @@ pub fn check(
                 "the client address is not allowed here (ip_allow / ip_block)",
             ));
         }
+        if rates.per_ip_rps > 0 {
+            let mut octets = [0u8; 16];
+            let len = match ip {
+                IpAddr::V4(v4) => {
+                    octets[..4].copy_from_slice(&v4.octets());
+                    4
+                }
+                IpAddr::V6(v6) => {
+                    octets = v6.octets();
+                    16
+                }
+            };
+            rate(shard, Scope::Ip, &octets[..len], rates.per_ip_rps)?;
+        }
     }
+    rate(shard, Scope::Global, b"", rates.global_rps)?;
+    rate(
+        shard,
+        Scope::Bucket,
+        bucket.name.as_bytes(),
+        bucket.rate_limit.rps,
+    )?;
     let max = server.max_concurrent_requests;
     if max == 0 {
         return Ok(Admission { in_flight: None });
@@ -94,6 +124,37 @@ pub fn check(
     }
     Ok(Admission {
         in_flight: Some(counter.clone()),
+    })
+}
+
+/// The JWT subject's rate (`server.rate_limit.per_user_rps`), once authentication put the
+/// verified claims in `cx`; a request without a `sub` is not limited by it. Errors: 429 with
+/// `Retry-After`.
+#[inline]
+pub fn check_user(shard: &Shard, local: &Local, cx: &RequestCtx<'_>) -> Result<(), ProxyError> {
+    let per_user = local.prepared.config.server.rate_limit.per_user_rps;
+    if per_user == 0 {
+        return Ok(());
+    }
+    match cx.subject.as_ref().and_then(|v| v.subject.as_deref()) {
+        Some(sub) => rate(shard, Scope::User, sub.as_bytes(), per_user),
+        None => Ok(()),
+    }
+}
+
+/// One rate check against the node's table; a refusal is counted and answered 429.
+#[inline]
+fn rate(shard: &Shard, scope: Scope, key: &[u8], rps: u64) -> Result<(), ProxyError> {
+    if rps == 0 {
+        return Ok(());
+    }
+    shard.rates.check(scope, key, rps).map_err(|wait| {
+        shard.metrics.limited_rate[scope as usize].inc();
+        let what = crate::metrics::RATE_REASONS[scope as usize];
+        ProxyError::too_many_requests(
+            retry_after_secs(wait),
+            format!("over the rate limit ({what}, {rps} requests per second)"),
+        )
     })
 }
 

@@ -145,7 +145,9 @@ pub async fn lookup(
         ))),
         Answer::Follow(waiter) => {
             cx.metrics.cache_single_flight_waits.inc();
-            let bound = local.prepared.buckets[object.index].first_byte_timeout;
+            let bound = local.prepared.buckets[object.index]
+                .primary
+                .first_byte_timeout;
             match monoio::time::timeout(bound, waiter.wait()).await {
                 Ok(Some(growing)) if !growing.failed() => return Lookup::Follow(growing),
                 Ok(_) => cx.metrics.cache_single_flight_abandoned.inc(),
@@ -156,7 +158,9 @@ pub async fn lookup(
         }
         Answer::Await(entry) => {
             cx.metrics.cache_single_flight_waits.inc();
-            let bound = local.prepared.buckets[object.index].first_byte_timeout;
+            let bound = local.prepared.buckets[object.index]
+                .primary
+                .first_byte_timeout;
             match monoio::time::timeout(bound, entry).await {
                 Ok(Ok(Some(obj))) => return Lookup::Filled(obj),
                 Ok(_) => cx.metrics.cache_single_flight_abandoned.inc(),

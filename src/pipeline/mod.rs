@@ -4,7 +4,8 @@
 //! 1. [`route`]: local answers (`/health`, `/ready`, `OPTIONS`), path normalisation and
 //!    checks, the method, the longest-prefix bucket, the object key and `versionId`. One
 //!    routing probe per path segment, no allocation unless the path needs normalising.
-//! 2. [`limit`]: rate limits, concurrency and IP lists (empty until the limits issue).
+//! 2. [`limit`]: IP lists, rate limits and the node's concurrency limit; nothing when none
+//!    is set, a hash and a compare-and-swap per rate.
 //! 3. [`authenticate`]: the bucket's JWT, before any lookup (a private hit needs a token too).
 //!    A cached verification is a hash probe; a cold one an RSA/ECDSA/HMAC verify.
 //! 4. [`lookup`]: the key at its owner core ([`crate::cache::owner`]): a fresh hit, a stale
@@ -93,10 +94,11 @@ pub struct Local {
     unrouted: Arc<BucketMetrics>,
 }
 
-/// Per bucket, per shard: the signer (its day key cache), the pool key, the counters.
+/// Per bucket, per shard: per backend (the primary, then the replicas) the signer (its day key
+/// cache) and the pool key; the counters.
 struct LocalBucket {
-    signer: Signer,
-    pool_key: Rc<str>,
+    signers: Vec<Signer>,
+    pool_keys: Vec<Rc<str>>,
     metrics: Arc<BucketMetrics>,
 }
 
@@ -108,8 +110,14 @@ impl Local {
             .iter()
             .zip(&prepared.buckets)
             .map(|(b, p)| LocalBucket {
-                signer: signer_for(b),
-                pool_key: Rc::from(p.pool_key.as_str()),
+                signers: std::iter::once(&b.s3)
+                    .chain(b.s3.replicas.iter().map(|r| &r.s3))
+                    .map(signer_for)
+                    .collect(),
+                pool_keys: std::iter::once(&p.primary)
+                    .chain(&p.replicas)
+                    .map(|r| Rc::from(r.pool_key.as_str()))
+                    .collect(),
                 metrics: metrics.bucket(&b.name),
             })
             .collect();
@@ -121,19 +129,25 @@ impl Local {
         }
     }
 
-    /// The backend of bucket `index` (today its one S3 endpoint; replicas come with the
-    /// resilience issue, behind the same seam).
-    fn backend(&self, index: usize) -> Backend<'_> {
+    /// Backend `n` of bucket `index` in the order they are tried: 0 the primary, then the
+    /// replicas by ascending priority; `None` past the last.
+    fn backend(&self, index: usize, n: usize) -> Option<Backend<'_>> {
         let bucket = &self.prepared.config.buckets[index];
-        Backend {
-            bucket,
-            signer: &self.buckets[index].signer,
-            target: upstream_target(
-                bucket,
-                &self.prepared.buckets[index],
-                &self.buckets[index].pool_key,
+        let prepared = &self.prepared.buckets[index];
+        let (s3, p) = match n {
+            0 => (&bucket.s3, &prepared.primary),
+            n => (
+                &bucket.s3.replicas.get(n - 1)?.s3,
+                prepared.replicas.get(n - 1)?,
             ),
-        }
+        };
+        let local = &self.buckets[index];
+        Some(Backend {
+            name: &p.name,
+            s3,
+            signer: &local.signers[n],
+            target: upstream_target(s3, p, &local.pool_keys[n]),
+        })
     }
 }
 
@@ -165,6 +179,8 @@ pub struct Shard {
     health: Arc<Health>,
     /// The node's in-flight request count ([`Services::in_flight`]).
     in_flight: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's rate-limit table ([`Services::rates`]).
+    rates: Arc<crate::ratelimit::RateTable>,
     /// This core's retry budget and backoff jitter (`upstream::retry`).
     retry_budget: crate::upstream::retry::RetryBudget,
     /// This core's circuit breakers, by bucket name (`upstream::breaker`).
@@ -188,6 +204,9 @@ pub struct Services {
     /// Data-plane requests in flight on the node (every shard), for
     /// `server.max_concurrent_requests` ([`limit`]).
     pub in_flight: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's rate-limit table (`server.rate_limit`, bucket `rate_limit`), checked by
+    /// every shard ([`limit`]).
+    pub rates: Arc<crate::ratelimit::RateTable>,
 }
 
 /// Every core's queue of the key-owned cache: the senders, and one inbox per shard.
@@ -203,6 +222,7 @@ impl Services {
             disk: None,
             redis: None,
             in_flight: Arc::default(),
+            rates: Arc::default(),
         }
     }
 }
@@ -357,6 +377,7 @@ impl Shard {
             metrics,
             health: services.health.clone(),
             in_flight: services.in_flight.clone(),
+            rates: services.rates.clone(),
             retry_budget: Default::default(),
             breakers: RefCell::default(),
         }
@@ -393,6 +414,7 @@ impl Shard {
         };
         let _admission = limit::check(self, local, head, conn, &object)?;
         authenticate::check(self, local, head, &object, cx)?;
+        limit::check_user(self, local, cx)?;
         let fetched = match lookup::lookup(self, local, head, &object, cx).await {
             Lookup::Fresh(found) => {
                 let outcome = crate::cache::CacheOutcome::Hit { tier: found.tier };

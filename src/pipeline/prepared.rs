@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::auth::{JwksStore, Verifier};
 
-use crate::config::{Config, Scheme};
+use crate::config::{Config, S3Config, Scheme};
 use crate::http::cors::CorsPolicy;
 use crate::http::request::Limits;
 use crate::http::server::ServerSettings;
@@ -71,8 +71,11 @@ fn jwks_store(url: &str) -> Arc<JwksStore> {
         .clone()
 }
 
-/// Per-bucket derived state.
-pub struct PreparedBucket {
+/// How to reach one S3 backend (the primary or a replica).
+pub struct PreparedBackend {
+    /// `<bucket>` for the primary, `<bucket>/<replica>` for a replica: the breaker's identity
+    /// and the name in `/ready` and logs.
+    pub name: String,
     /// TLS connector for an HTTPS endpoint (shared `Arc<ClientConfig>` inside); `None` for HTTP.
     pub tls: Option<monoio_rustls::TlsConnector>,
     /// Upstream pool key: `scheme://host:port` plus `#ca=<file>` when a private CA is used, so
@@ -82,10 +85,67 @@ pub struct PreparedBucket {
     pub connect_timeout: Duration,
     /// First-byte and body-stall budget.
     pub first_byte_timeout: Duration,
+}
+
+/// Per-bucket derived state.
+pub struct PreparedBucket {
+    /// The primary backend (`buckets[].s3`).
+    pub primary: PreparedBackend,
+    /// The replicas (`s3.replicas`), in ascending priority, same order as the config's.
+    pub replicas: Vec<PreparedBackend>,
     /// JWT settings when `auth.enabled` (bucket `auth.jwt`, else top-level `jwt`).
     pub auth: Option<BucketAuth>,
     /// The bucket's compiled `cors` block; `None` = no CORS fields are ever sent.
     pub cors: Option<CorsPolicy>,
+}
+
+/// The connection settings of backend `s3` (named `name`; errors prefixed with `path`): its
+/// TLS connector (one per CA file, shared through `tls_by_ca`), pool key and timeouts.
+fn prepare_backend(
+    name: String,
+    s3: &S3Config,
+    path: &str,
+    tls_by_ca: &mut HashMap<Option<PathBuf>, monoio_rustls::TlsConnector>,
+    errors: &mut Vec<String>,
+) -> PreparedBackend {
+    let ep = &s3.endpoint;
+    let tls = match ep.scheme {
+        Scheme::Http => None,
+        Scheme::Https => {
+            let ca = s3.tls_ca_file.clone();
+            if let Some(c) = tls_by_ca.get(&ca) {
+                Some(c.clone())
+            } else {
+                match tls::client_config(ca.as_deref()) {
+                    Ok(cfg) => {
+                        let c = monoio_rustls::TlsConnector::from(cfg);
+                        tls_by_ca.insert(ca, c.clone());
+                        Some(c)
+                    }
+                    Err(e) => {
+                        errors.push(format!("{path}: {e}"));
+                        None
+                    }
+                }
+            }
+        }
+    };
+    let scheme = match ep.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let mut pool_key = format!("{scheme}://{}:{}", ep.host, ep.port);
+    if let (Scheme::Https, Some(ca)) = (ep.scheme, &s3.tls_ca_file) {
+        pool_key.push_str("#ca=");
+        pool_key.push_str(&ca.to_string_lossy());
+    }
+    PreparedBackend {
+        name,
+        tls,
+        pool_key,
+        connect_timeout: Duration::from_millis(s3.connect_timeout_ms),
+        first_byte_timeout: Duration::from_millis(s3.first_byte_timeout_ms),
+    }
 }
 
 impl Prepared {
@@ -97,37 +157,27 @@ impl Prepared {
         let mut buckets = Vec::with_capacity(config.buckets.len());
         let mut jwks: Vec<JwksSource> = Vec::new();
         for (i, b) in config.buckets.iter().enumerate() {
-            let ep = &b.s3.endpoint;
-            let tls = match ep.scheme {
-                Scheme::Http => None,
-                Scheme::Https => {
-                    let ca = b.s3.tls_ca_file.clone();
-                    if let Some(c) = tls_by_ca.get(&ca) {
-                        Some(c.clone())
-                    } else {
-                        match tls::client_config(ca.as_deref()) {
-                            Ok(cfg) => {
-                                let c = monoio_rustls::TlsConnector::from(cfg);
-                                tls_by_ca.insert(ca, c.clone());
-                                Some(c)
-                            }
-                            Err(e) => {
-                                errors.push(format!("buckets[{i}].s3: {e}"));
-                                None
-                            }
-                        }
-                    }
-                }
-            };
-            let scheme = match ep.scheme {
-                Scheme::Http => "http",
-                Scheme::Https => "https",
-            };
-            let mut pool_key = format!("{scheme}://{}:{}", ep.host, ep.port);
-            if let (Scheme::Https, Some(ca)) = (ep.scheme, &b.s3.tls_ca_file) {
-                pool_key.push_str("#ca=");
-                pool_key.push_str(&ca.to_string_lossy());
-            }
+            let primary = prepare_backend(
+                b.name.clone(),
+                &b.s3,
+                &format!("buckets[{i}].s3"),
+                &mut tls_by_ca,
+                &mut errors,
+            );
+            let replicas =
+                b.s3.replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(r, replica)| {
+                        prepare_backend(
+                            format!("{}/{}", b.name, replica.name),
+                            &replica.s3,
+                            &format!("buckets[{i}].s3.replicas[{r}]"),
+                            &mut tls_by_ca,
+                            &mut errors,
+                        )
+                    })
+                    .collect();
             let auth = match config.jwt_for(b) {
                 None => None,
                 Some(jwt) => match Verifier::from_config(jwt) {
@@ -166,10 +216,8 @@ impl Prepared {
                 },
             };
             buckets.push(PreparedBucket {
-                tls,
-                pool_key,
-                connect_timeout: Duration::from_millis(b.s3.connect_timeout_ms),
-                first_byte_timeout: Duration::from_millis(b.s3.first_byte_timeout_ms),
+                primary,
+                replicas,
                 auth,
                 cors: b.cors.as_ref().map(CorsPolicy::new),
             });

@@ -12,8 +12,8 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use crate::config::{Addressing as ConfigAddressing, BucketConfig};
-use crate::pipeline::prepared::PreparedBucket;
+use crate::config::{Addressing as ConfigAddressing, S3Config};
+use crate::pipeline::prepared::PreparedBackend;
 use crate::upstream::Target;
 
 use super::addressing::{object_target, Addressing};
@@ -69,10 +69,12 @@ impl<'a> ObjectRequest<'a> {
     }
 }
 
-/// One backend of a bucket: how to address, sign for and reach it.
+/// One backend of a bucket (its primary or a replica): how to address, sign for and reach it.
 pub struct Backend<'a> {
-    /// The bucket's config (S3 bucket name, endpoint, addressing style).
-    pub bucket: &'a BucketConfig,
+    /// `<bucket>` or `<bucket>/<replica>` (`PreparedBackend::name`).
+    pub name: &'a str,
+    /// The backend's S3 settings (S3 bucket name, endpoint, addressing style).
+    pub s3: &'a S3Config,
     /// SigV4 signer with this backend's credentials and region.
     pub signer: &'a Signer,
     /// Where to connect, with which TLS and timeouts, and which idle connections to reuse.
@@ -83,7 +85,7 @@ impl Backend<'_> {
     /// The complete signed request head for `req` on this backend (AWS SigV4 documentation,
     /// "Authenticating Requests: Using the Authorization Header"), ending with the empty line.
     pub fn signed_head(&self, req: &ObjectRequest<'_>) -> Vec<u8> {
-        let (host, uri) = bucket_object_target(self.bucket, req.key);
+        let (host, uri) = bucket_object_target(self.s3, req.key);
         let query = req
             .version_id
             .map(|v| canonical_query(&[("versionId", v)]))
@@ -97,10 +99,9 @@ impl Backend<'_> {
     }
 }
 
-/// The SigV4 signer for `bucket`'s credentials and region (derives nothing until first use; the
-/// signing key is cached per day inside).
-pub fn signer_for(bucket: &BucketConfig) -> Signer {
-    let s3 = &bucket.s3;
+/// The SigV4 signer for backend `s3`'s credentials and region (derives nothing until first
+/// use; the signing key is cached per day inside).
+pub fn signer_for(s3: &S3Config) -> Signer {
     Signer::new(
         Credentials {
             access_key: s3.access_key.expose().to_owned(),
@@ -111,11 +112,11 @@ pub fn signer_for(bucket: &BucketConfig) -> Signer {
     )
 }
 
-/// `(Host header, canonical URI)` of object `key` (decoded bytes; empty = the bucket itself) in
-/// `bucket`, per its endpoint and addressing style ([`object_target`]).
-pub fn bucket_object_target(bucket: &BucketConfig, key: &[u8]) -> (String, String) {
-    let ep = &bucket.s3.endpoint;
-    let addressing = match bucket.s3.addressing {
+/// `(Host header, canonical URI)` of object `key` (decoded bytes; empty = the bucket itself) on
+/// backend `s3`, per its endpoint and addressing style ([`object_target`]).
+pub fn bucket_object_target(s3: &S3Config, key: &[u8]) -> (String, String) {
+    let ep = &s3.endpoint;
+    let addressing = match s3.addressing {
         ConfigAddressing::Path => Addressing::Path,
         ConfigAddressing::Virtual => Addressing::Virtual,
     };
@@ -124,22 +125,22 @@ pub fn bucket_object_target(bucket: &BucketConfig, key: &[u8]) -> (String, Strin
         &ep.host,
         ep.port,
         ep.explicit_port,
-        &bucket.s3.bucket,
+        &s3.bucket,
         key,
     )
 }
 
-/// Where and how to reach `bucket`'s endpoint: address, TLS and timeouts from the prepared
-/// bucket, idle connections under `pool_key`.
+/// Where and how to reach backend `s3`: address, TLS and timeouts from its prepared
+/// settings, idle connections under `pool_key`.
 pub fn upstream_target<'a>(
-    bucket: &'a BucketConfig,
-    prepared: &'a PreparedBucket,
+    s3: &'a S3Config,
+    prepared: &'a PreparedBackend,
     pool_key: &'a Rc<str>,
 ) -> Target<'a> {
     Target {
         pool_key,
-        host: &bucket.s3.endpoint.host,
-        port: bucket.s3.endpoint.port,
+        host: &s3.endpoint.host,
+        port: s3.endpoint.port,
         tls: prepared.tls.as_ref(),
         connect_timeout: prepared.connect_timeout,
         first_byte_timeout: prepared.first_byte_timeout,
