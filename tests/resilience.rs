@@ -10,6 +10,12 @@
 //! circuit breaker opened by `failure_threshold` failures answers 503 with `Retry-After` in
 //! well under 100 ms without sending anything to the origin, lets one probe through after
 //! `open_ms` (a failed probe opens it again), and is exported as `upstream_breaker_open`.
+//! Replicas (`s3.replicas`): a primary that keeps failing opens its breaker and the client gets
+//! the object exact from a replica holding it in another bucket under other credentials (so
+//! the request was signed anew for it), later requests skip the open primary, `/ready` shows
+//! the replica ready and the open breaker, and after `open_ms` the recovered primary serves
+//! again; a primary refusing connections is skipped for the replica, and without the replica
+//! the same request gets the open breaker's 503 with `Retry-After`.
 
 // A test/bench crate: runs on test threads, not shards (clippy.toml's bans are for shard code).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -159,4 +165,132 @@ fn an_open_breaker_answers_503_at_once_and_sends_nothing() {
     assert_eq!(received(&count), 4, "the half-open probe");
     p.get("/faulty/1k.bin", &[]).assert_json_error(503);
     assert_eq!(received(&count), 4);
+}
+
+/// A `replicas:` list (YAML lines indented by 6) with one replica `eu`: RGW itself, bucket
+/// `yata-private` with user 2's keys, so only a request signed for that backend (its own
+/// bucket and credentials, not the primary's) can succeed there.
+fn replica_yaml(priority: u32) -> String {
+    let b = backend();
+    format!(
+        "      replicas:\n        - {{name: eu, priority: {priority}, bucket: yata-private, region: us-east-1, endpoint: \"{}\", addressing: path, access_key: \"{}\", secret_key: \"{}\"}}\n",
+        b.endpoint, b.ak2, b.sk2
+    )
+}
+
+/// The same `len` bytes at `key` in the primary's bucket (`yata-public`) and the replica's
+/// (`yata-private`): replicas hold the same objects.
+fn replicated(key: &str, len: usize) -> Vec<u8> {
+    let body = object_bytes(len as u64 ^ 0x5eed, len);
+    put_object("yata-public", key, &body);
+    put_object("yata-private", key, &body);
+    body
+}
+
+/// The `/ready` entry of bucket `faulty`, once its primary and replica have both been probed.
+fn ready_entry(p: &Proxy) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = p.admin("GET", "/ready", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("ready JSON");
+        let entry = v["buckets"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == "faulty").cloned())
+            .expect("faulty in /ready");
+        let probed = entry["state"] != "pending" && entry["replicas"][0]["state"] != "pending";
+        if probed {
+            return entry;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never probed: {entry}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_failing_primary_fails_over_to_a_replica_re_signed_and_comes_back() {
+    let body = replicated("replica-1m.bin", 1 << 20);
+    // Primary: fails its first three requests (503 SlowDown), then recovers.
+    let (origin, dir) = counted(
+        "error",
+        &["--status", "503", "--code", "SlowDown", "--fail-first", "3"],
+    );
+    let extra = format!(
+        "      retry: {{max_attempts: 3, base_backoff_ms: 5, max_backoff_ms: 20}}\n      circuit_breaker: {{failure_threshold: 3, open_ms: 500}}\n{}",
+        replica_yaml(1)
+    );
+    let p = proxy_s3(&origin, &extra);
+    let count = dir.path().join("count");
+
+    // Three failed attempts on the primary open its breaker; the replica answers.
+    let r = p.get("/faulty/replica-1m.bin", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body == body, "the replica's bytes are the object's");
+    assert_eq!(received(&count), 3, "attempts on the primary");
+    assert_eq!(faulty_metric(&p, "upstream_failovers_total"), 1);
+    // While the primary's breaker is open, requests go straight to the replica.
+    let r = p.get("/faulty/replica-1m.bin", &[]);
+    assert!(r.status == 200 && r.body == body);
+    assert_eq!(received(&count), 3, "nothing reached the open primary");
+    assert!(faulty_metric(&p, "upstream_breaker_open") >= 1);
+    let entry = ready_entry(&p);
+    assert_eq!(entry["replicas"][0]["name"], "eu");
+    assert_eq!(entry["replicas"][0]["ok"], true, "{entry}");
+    assert_eq!(
+        entry["ok"], true,
+        "a bucket with a live replica is ready: {entry}"
+    );
+    assert!(entry["breakers_open"].as_i64() >= Some(1), "{entry}");
+
+    // After open_ms one request probes the primary, which has recovered: back to it.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let before = received(&count);
+    for _ in 0..2 {
+        let r = p.get("/faulty/replica-1m.bin", &[]);
+        assert!(r.status == 200 && r.body == body);
+    }
+    assert_eq!(received(&count), before + 2, "the primary serves again");
+    assert_eq!(faulty_metric(&p, "upstream_breaker_open"), 0);
+}
+
+#[test]
+fn a_primary_refusing_connections_is_skipped_for_the_replica() {
+    let body = replicated("replica-refused.bin", 300 * 1024);
+    // A port nothing listens on: every connect is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let b = backend();
+    let bucket = bucket_yaml(
+        "faulty",
+        "/faulty",
+        "yata-public",
+        &format!("http://127.0.0.1:{port}"),
+        &b.ak1,
+        &b.sk1,
+        &format!(
+            "      retry: {{max_attempts: 2, base_backoff_ms: 5, max_backoff_ms: 20}}\n{}",
+            replica_yaml(7)
+        ),
+    ) + "    cache: {enabled: false}\n";
+    let p = Proxy::start(&config("  shards: 1\n", &bucket));
+    for _ in 0..3 {
+        let r = p.get("/faulty/replica-refused.bin", &[]);
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "exact bytes from the replica");
+    }
+    let entry = ready_entry(&p);
+    assert_eq!(entry["state"], "failed", "{entry}");
+    assert_eq!(entry["ok"], true, "{entry}");
+    // Without the replica: the primary's breaker (opened by the 6 refused attempts above,
+    // kept across the reload) answers 503 with Retry-After at once.
+    let alone = bucket.replace(&replica_yaml(7), "");
+    assert!(p
+        .reload(&config("  shards: 1\n", &alone))
+        .contains("config reloaded"));
+    let r = p.get("/faulty/replica-refused.bin", &[]);
+    r.assert_json_error(503);
+    assert!(r.header("retry-after").is_some());
 }

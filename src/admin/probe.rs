@@ -1,5 +1,5 @@
 //! Readiness probes: every [`PROBE_INTERVAL`], and at once after a reload, send one SigV4-signed
-//! `HEAD` of each configured bucket (`HEAD /bucket/` path style, `HEAD /` virtual style) to its
+//! `HEAD` of each configured bucket, on its primary and on each replica, (`HEAD /bucket/` path style, `HEAD /` virtual style) to its
 //! endpoint and record the outcome in [`Health`]. `/ready` only reads the results: no request
 //! ever waits on a probe.
 //!
@@ -32,12 +32,15 @@ pub async fn run(snapshot: Snapshot<Prepared>, health: Arc<Health>) {
         let prepared = snapshot.load_full();
         if seen.as_ref().map(|s| s.0) != Some(generation) {
             let old = seen.as_ref().map(|s| &s.1.config);
-            health.set_buckets(prepared.config.buckets.iter().map(|b| {
-                let unchanged = old
-                    .and_then(|o| o.bucket(&b.name))
-                    .is_some_and(|o| o.s3.same_objects(&b.s3));
-                (b.name.clone(), unchanged)
-            }));
+            health.set_buckets(prepared.config.buckets.iter().zip(&prepared.buckets).map(
+                |(b, p)| {
+                    let unchanged = old.and_then(|o| o.bucket(&b.name)).is_some_and(|o| {
+                        o.s3.same_objects(&b.s3) && o.s3.replicas == b.s3.replicas
+                    });
+                    let replicas = p.replicas.iter().map(|r| r.name.clone()).collect();
+                    (b.name.clone(), unchanged, replicas)
+                },
+            ));
             seen = Some((generation, prepared.clone()));
         }
         round(&upstream, &prepared, &health).await;
@@ -48,32 +51,43 @@ pub async fn run(snapshot: Snapshot<Prepared>, health: Arc<Health>) {
     }
 }
 
-/// Probe every bucket of `prepared` concurrently and record the results.
+/// Probe every backend (primaries and replicas) of `prepared` concurrently and record the
+/// results.
 async fn round(upstream: &Rc<Upstream>, prepared: &Arc<Prepared>, health: &Arc<Health>) {
     let mut tasks = Vec::with_capacity(prepared.buckets.len());
-    for index in 0..prepared.buckets.len() {
-        let (upstream, prepared, health) = (upstream.clone(), prepared.clone(), health.clone());
-        tasks.push(monoio::spawn(async move {
-            let state = probe(&upstream, &prepared, index).await;
-            health.record(&prepared.config.buckets[index].name, state);
-        }));
+    for (index, p) in prepared.buckets.iter().enumerate() {
+        for n in 0..=p.replicas.len() {
+            let (upstream, prepared, health) = (upstream.clone(), prepared.clone(), health.clone());
+            tasks.push(monoio::spawn(async move {
+                let bucket = &prepared.config.buckets[index];
+                let p = &prepared.buckets[index];
+                let (s3, backend) = match n {
+                    0 => (&bucket.s3, &p.primary),
+                    n => (&bucket.s3.replicas[n - 1].s3, &p.replicas[n - 1]),
+                };
+                let state = probe(&upstream, s3, backend).await;
+                health.record(&backend.name, state);
+            }));
+        }
     }
     for t in tasks {
         t.await;
     }
 }
 
-/// One `HEAD bucket` to bucket `index`'s endpoint.
-async fn probe(upstream: &Upstream, prepared: &Prepared, index: usize) -> ProbeState {
-    let bucket = &prepared.config.buckets[index];
-    let p = &prepared.buckets[index].primary;
+/// One `HEAD bucket` to backend `s3` (the primary's or a replica's settings).
+async fn probe(
+    upstream: &Upstream,
+    s3: &crate::config::S3Config,
+    p: &crate::pipeline::prepared::PreparedBackend,
+) -> ProbeState {
     let pool_key: Rc<str> = Rc::from(p.pool_key.as_str());
-    let signer = signer_for(&bucket.s3);
+    let signer = signer_for(s3);
     let backend = Backend {
         name: &p.name,
-        s3: &bucket.s3,
+        s3,
         signer: &signer,
-        target: upstream_target(&bucket.s3, p, &pool_key),
+        target: upstream_target(s3, p, &pool_key),
     };
     // HEAD of the bucket itself (empty key).
     let req = ObjectRequest::new("HEAD", b"", None);
