@@ -396,3 +396,17 @@ fn bucket_global_and_user_rates_answer_429_json_with_retry_after() {
         assert!(n >= 1, "{reason}: {n}");
     }
 }
+
+#[test]
+fn per_ip_rate_counts_an_ipv6_client_by_its_64() {
+    let p = Proxy::start(&yaml(
+        "  trusted_proxies: [\"127.0.0.1/32\"]\n  rate_limit: {per_ip_rps: 1}\n",
+        "",
+    ));
+    let from = |ip: &str| get(&p, "/public/hello.txt", &[("X-Forwarded-For", ip)]);
+    // A burst of 2 for the whole /64, however many addresses the client rotates through.
+    assert_eq!(from("2001:db8:0:7::1").status, 200);
+    assert_eq!(from("2001:db8:0:7::2").status, 200);
+    from("2001:db8:0:7:abcd::3").assert_json_error(429);
+    assert_eq!(from("2001:db8:0:8::1").status, 200, "another /64");
+}

@@ -350,7 +350,8 @@ pub struct ServerConfig {
 pub struct RateLimitConfig {
     /// Every data-plane request of the node together.
     pub global_rps: u64,
-    /// Per client address (after `trusted_proxies`, IPv4-mapped IPv6 as IPv4).
+    /// Per client address (after `trusted_proxies`, IPv4-mapped IPv6 as IPv4); an IPv6
+    /// address counts by its /64 (a host may rotate through its whole /64).
     pub per_ip_rps: u64,
     /// Per JWT `sub` claim, on buckets that authenticate (a token without `sub` is not
     /// limited by this rate).

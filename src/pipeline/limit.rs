@@ -70,6 +70,9 @@ pub fn check(
         || !bucket.ip_allow.is_empty()
         || !bucket.ip_block.is_empty();
     let rates = &server.rate_limit;
+    // One clock read for every rate of this request (~28 ns each otherwise).
+    let rated = rates.per_ip_rps | rates.global_rps | bucket.rate_limit.rps > 0;
+    let now = if rated { shard.rates.now_ns() } else { 0 };
     if lists || rates.per_ip_rps > 0 {
         let ip = canonical(client_ip(
             conn.peer.ip(),
@@ -87,27 +90,13 @@ pub fn check(
             ));
         }
         if rates.per_ip_rps > 0 {
-            let mut octets = [0u8; 16];
-            let len = match ip {
-                IpAddr::V4(v4) => {
-                    octets[..4].copy_from_slice(&v4.octets());
-                    4
-                }
-                IpAddr::V6(v6) => {
-                    octets = v6.octets();
-                    16
-                }
-            };
-            rate(shard, Scope::Ip, &octets[..len], rates.per_ip_rps)?;
+            let (octets, len) = ip_rate_key(ip);
+            rate(shard, Scope::Ip, &octets[..len], rates.per_ip_rps, now)?;
         }
     }
-    rate(shard, Scope::Global, b"", rates.global_rps)?;
-    rate(
-        shard,
-        Scope::Bucket,
-        bucket.name.as_bytes(),
-        bucket.rate_limit.rps,
-    )?;
+    rate(shard, Scope::Global, b"", rates.global_rps, now)?;
+    let name = bucket.name.as_bytes();
+    rate(shard, Scope::Bucket, name, bucket.rate_limit.rps, now)?;
     let max = server.max_concurrent_requests;
     if max == 0 {
         return Ok(Admission { in_flight: None });
@@ -137,18 +126,39 @@ pub fn check_user(shard: &Shard, local: &Local, cx: &RequestCtx<'_>) -> Result<(
         return Ok(());
     }
     match cx.subject.as_ref().and_then(|v| v.subject.as_deref()) {
-        Some(sub) => rate(shard, Scope::User, sub.as_bytes(), per_user),
+        Some(sub) => rate(
+            shard,
+            Scope::User,
+            sub.as_bytes(),
+            per_user,
+            shard.rates.now_ns(),
+        ),
         None => Ok(()),
     }
 }
 
-/// One rate check against the node's table; a refusal is counted and answered 429.
+/// The key `per_ip_rps` counts `ip` under, as (bytes, length): an IPv4 address whole, an
+/// IPv6 address by its /64 (one subscriber's or host's prefix: a client that rotates through
+/// its /64, as every IPv6 host can, is still one client).
+pub fn ip_rate_key(ip: IpAddr) -> ([u8; 16], usize) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut octets = [0u8; 16];
+            octets[..4].copy_from_slice(&v4.octets());
+            (octets, 4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), 8),
+    }
+}
+
+/// One rate check against the node's table at `now` (its clock, read once per request); a
+/// refusal is counted and answered 429.
 #[inline]
-fn rate(shard: &Shard, scope: Scope, key: &[u8], rps: u64) -> Result<(), ProxyError> {
+fn rate(shard: &Shard, scope: Scope, key: &[u8], rps: u64, now: u64) -> Result<(), ProxyError> {
     if rps == 0 {
         return Ok(());
     }
-    shard.rates.check(scope, key, rps).map_err(|wait| {
+    shard.rates.check_at(scope, key, rps, now).map_err(|wait| {
         shard.metrics.limited_rate[scope as usize].inc();
         let what = crate::metrics::RATE_REASONS[scope as usize];
         ProxyError::too_many_requests(
@@ -191,5 +201,18 @@ mod tests {
         );
         // Mapped addresses are compared as IPv4 by the caller.
         assert!(!admits(canonical(ip("::ffff:10.1.2.3")), &[], &block));
+    }
+
+    #[test]
+    fn per_ip_rates_count_ipv6_by_its_64() {
+        let key = |s: &str| {
+            let (octets, len) = ip_rate_key(canonical(s.parse().expect("ip")));
+            octets[..len].to_vec()
+        };
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.1"), vec![192, 0, 2, 1]);
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
     }
 }
